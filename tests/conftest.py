@@ -1,0 +1,29 @@
+"""Shared test fixtures: where Intel's real release files live, if they do."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def intel_fixture_dir() -> Path | None:
+    """Intel's signed releases are test data kept beside the repo, never inside it."""
+    env = os.environ.get("TDXSEAM_INTEL_BINARIES")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "fixtures" / "intel-tdx-module-binaries")
+    for c in candidates:
+        if (c / "mapping_file.json").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def intel_dir() -> Path:
+    d = intel_fixture_dir()
+    if d is None:
+        pytest.skip("Intel release fixtures not found (set TDXSEAM_INTEL_BINARIES or place ../shared/fixtures)")
+    return d
