@@ -1,0 +1,87 @@
+"""`tdxseam info` and `tdxseam stress`: the emulated host and its P-SEAMLDR call path."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from tdxseam.cli import app, exits
+
+
+def _check_cpus(cpus: int) -> None:
+    if not 1 <= cpus <= 4096:
+        raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
+
+
+@app.command()
+def info(
+    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Boot the emulated host and print what the kernel reads from the P-SEAMLDR and the module."""
+    _check_cpus(cpus)
+    from tdxseam.host import EmulatedHost
+    from tdxseam.kernel.seamldr import seamldr_get_info
+    from tdxseam.kernel.tdx import tdx_get_sysinfo
+
+    host = EmulatedHost(cpus, trace=False)
+    ret, sinfo = host.run_on(0, seamldr_get_info, host.kernel)
+    if ret:
+        raise exits.CliError(f"SEAMLDR.INFO failed: errno {ret}")
+    sysinfo = tdx_get_sysinfo(host.kernel)
+    out = {
+        "seamldr_version": sinfo.version_str,
+        "num_remaining_updates": sinfo.num_remaining_updates,
+        "module_version": str(sysinfo.version) if sysinfo else None,
+        "tdx_features0": f"0x{sysinfo.tdx_features0:x}" if sysinfo else None,
+        "cpus": host.machine.ncpus,
+    }
+    if as_json:
+        print(json.dumps(out, sort_keys=True))
+        return
+    print(f"P-SEAMLDR version:      {out['seamldr_version']}")
+    print(f"num_remaining_updates:  {out['num_remaining_updates']}")
+    print(f"TDX module version:     {out['module_version']}")
+    print(f"TDX_FEATURES0:          {out['tdx_features0']}")
+    print(f"CPUs:                   {out['cpus']}")
+
+
+@app.command()
+def stress(
+    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs (1-4096)."),
+    calls: int = typer.Option(100, "--calls", help="P-SEAMLDR calls per CPU."),
+    irq_calls: bool = typer.Option(False, "--irq-calls", help="Make some calls from interrupt handlers."),
+    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving; same seed, same output."),
+    unserialized: bool = typer.Option(False, "--unserialized", help="Call the P-SEAMLDR without seamldr_lock."),
+    no_irqsave: bool = typer.Option(False, "--no-irqsave", help="Take seamldr_lock with interrupts left on."),
+    trace: bool = typer.Option(False, "--trace", help="Print the event trace after the summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports."""
+    _check_cpus(cpus)
+    if calls < 0:
+        raise exits.CliError("--calls must not be negative", exits.USAGE)
+    from tdxseam.sim.stress import run_stress
+
+    res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
+                           no_irqsave=no_irqsave, trace=trace)
+    if as_json:
+        print(json.dumps(res.to_json(), sort_keys=True))
+    else:
+        print(f"seed {res.seed}: {res.cpus} CPUs, {res.calls} P-SEAMLDR calls "
+              f"({res.irq_calls} from interrupt handlers), {res.steps} scheduler steps")
+        print(f"failed: {res.failed}   max inside the P-SEAMLDR at once: {res.max_inside}   "
+              f"turned away (VMfailInvalid): {res.refused}")
+        print(f"schedule digest: {res.schedule_digest}")
+        print(f"lock reports: {len(res.lock_reports)}")
+        for r in res.lock_reports:
+            print(f"  [{r['kind']}] {r['message']}")
+        if res.deadlock:
+            print(res.deadlock_report)
+        else:
+            print("deadlock: none")
+    if trace:
+        print(host.sched.trace.text(), end="")
+    if res.deadlock:
+        raise typer.Exit(exits.DEADLOCK)

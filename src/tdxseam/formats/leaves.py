@@ -1,0 +1,45 @@
+"""SEAMCALL leaf numbers (RAX on entry) and the bit that routes a call to the P-SEAMLDR."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+SEAMLDR_LEAF_BIT = 1 << 63  # RAX bit 63 selects the P-SEAMLDR instead of the TDX module
+TDX_VERSION_SHIFT = 16  # TDX module leaves carry a version in RAX bits 23:16
+
+
+class TdxLeaf(IntEnum):
+    TDH_SYS_KEY_CONFIG = 31
+    TDH_SYS_INFO = 32
+    TDH_SYS_INIT = 33
+    TDH_SYS_RD = 34
+    TDH_SYS_LP_INIT = 35
+    TDH_SYS_TDMR_INIT = 36
+    TDH_SYS_RDALL = 37
+    TDH_SYS_LP_SHUTDOWN = 44
+    TDH_SYS_CONFIG = 45
+    TDH_SYS_SHUTDOWN = 52
+    TDH_SYS_UPDATE = 53
+    TDH_SYS_DISABLE = 69
+
+
+class SeamldrLeaf(IntEnum):
+    P_SEAMLDR_INFO = SEAMLDR_LEAF_BIT | 0
+    P_SEAMLDR_INSTALL = SEAMLDR_LEAF_BIT | 1
+    P_SEAMLDR_SHUTDOWN = SEAMLDR_LEAF_BIT | 2
+    P_SEAMLDR_SEAMINFO = SEAMLDR_LEAF_BIT | 3
+    P_SEAMLDR_CLEANUP = SEAMLDR_LEAF_BIT | 4
+    P_SEAMLDR_TDDEBUGCONFIG = SEAMLDR_LEAF_BIT | 0xFE
+
+
+def leaf_name(rax: int) -> str:
+    """Name a SEAMCALL leaf for traces and logs."""
+    if rax & SEAMLDR_LEAF_BIT:
+        try:
+            return SeamldrLeaf(rax).name
+        except ValueError:
+            return f"P_SEAMLDR_0x{rax & ~SEAMLDR_LEAF_BIT:x}"
+    try:
+        return TdxLeaf(rax & 0xFFFF).name
+    except ValueError:
+        return f"TDH_0x{rax & 0xFFFF:x}"

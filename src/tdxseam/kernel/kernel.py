@@ -1,0 +1,89 @@
+"""One booted host kernel: per-CPU data, the kernel log, and the switches that plant bugs.
+
+Kernel files take this object as their first argument (`k`), standing for "this kernel's
+globals": upstream keeps them in file-scope statics; a Python process may hold many hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from tdxseam.kernel.locks import Lockdep, RawSpinlock
+from tdxseam.platform.cpu import Cpu
+from tdxseam.platform.machine import Machine
+
+log = logging.getLogger("tdxseam.kernel")
+
+# Planted bugs: each name switches host code to a broken variant, to prove the checks bite.
+MUTATIONS = {
+    "no-lock": "seamldr_call calls the P-SEAMLDR without taking seamldr_lock",
+    "no-irqsave": "seamldr_call takes seamldr_lock without disabling interrupts",
+    "no-abort": "a failed lockstep state does not stop the other CPUs",
+    "ack-before-work": "CPUs ack a lockstep state before doing its work",
+    "skip-lp-init": "one CPU skips TDH.SYS.LP.INIT after the install",
+    "no-hotplug-lock": "the update runs without holding the CPU-hotplug lock",
+    "update-during-td-build": "the update does not wait for TD builds in flight",
+}
+
+
+@dataclass
+class PerCpu:
+    stack_pa: int  # a page of this CPU's kernel stack, for on-stack SEAMCALL buffers
+    cache_state_incoherent: bool = False
+    tdx_lp_initialized: bool = False
+
+
+@dataclass
+class KernelLogLine:
+    step: int
+    cpu: int
+    text: str
+
+
+class Kernel:
+    def __init__(self, machine: Machine, *, mutations: frozenset[str] | set[str] = frozenset()) -> None:
+        unknown = set(mutations) - set(MUTATIONS)
+        if unknown:
+            raise ValueError(f"unknown mutation(s): {', '.join(sorted(unknown))}")
+        self.machine = machine
+        self.mutations = frozenset(mutations)
+        self.lockdep = Lockdep(self)
+        self.percpu = [PerCpu(stack_pa=machine.mem.alloc_page()) for _ in machine.cpus]
+        self.dmesg: list[KernelLogLine] = []
+        self.warnings = 0
+        self.seamldr_lock = RawSpinlock(self, "seamldr_lock")
+
+    # ---- the running CPU ------------------------------------------------------------------------
+
+    def this_cpu(self) -> Cpu:
+        return self.machine.current_cpu()
+
+    def smp_processor_id(self) -> int:
+        return self.machine.current_cpu().id
+
+    def this_percpu(self) -> PerCpu:
+        return self.percpu[self.machine.current_cpu().id]
+
+    # ---- printk ---------------------------------------------------------------------------------
+
+    def printk(self, level: int, text: str) -> None:
+        t = self.machine.sched.current
+        cpu = t.cpu.id if t is not None else -1
+        self.dmesg.append(KernelLogLine(self.machine.sched.steps, cpu, text))
+        self.machine.emit("printk", text)
+        log.log(level, text)
+
+    def pr_err(self, pr_fmt: str, text: str) -> None:
+        self.printk(logging.ERROR, pr_fmt + text)
+
+    def pr_info(self, pr_fmt: str, text: str) -> None:
+        self.printk(logging.INFO, pr_fmt + text)
+
+    def warn(self, text: str) -> None:
+        """WARN(): a kernel bug or a "cannot happen" path; counted, logged with a marker."""
+        self.warnings += 1
+        self.printk(logging.WARNING, f"WARNING: {text}")
+
+    def dmesg_text(self) -> str:
+        return "".join(f"{line.text}\n" for line in self.dmesg)

@@ -1,0 +1,143 @@
+"""TDX module management in the host kernel (tdx.c): boot-time enabling, per-CPU init, metadata.
+
+The runtime-update steps (shutdown, run_update) live here too, as upstream keeps them in tdx.c.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tdxseam.formats.leaves import TdxLeaf
+from tdxseam.formats.version import ModuleVersion
+from tdxseam.kernel.locks import RawSpinlock, raw_spin_lock, raw_spin_unlock
+from tdxseam.kernel.seamcall import seamcall_prerr, seamcall_prerr_ret
+from tdxseam.platform.cpu import Regs
+
+if TYPE_CHECKING:
+    from tdxseam.kernel.kernel import Kernel
+
+PR_FMT = "virt/tdx: "
+
+# Metadata field ids read by the host (spec-linux.md §1.4).
+MD_TDX_FEATURES0 = 0x0A00000300000008
+MD_MINOR_VERSION = 0x0800000100000003
+MD_MAJOR_VERSION = 0x0800000100000004
+MD_UPDATE_VERSION = 0x0800000100000005
+MD_MODULE_HV = 0x8900000100000000
+TDX_FEATURES0_TD_PRESERVING = 1 << 1
+
+
+@dataclass
+class TdxSysInfo:
+    """The part of `struct tdx_sys_info` the update path touches."""
+
+    version: ModuleVersion = ModuleVersion(0, 0, 0)
+    tdx_features0: int = 0
+
+
+@dataclass
+class TdxModuleState:
+    initialized: bool = False
+    sysinit_done: bool = False
+    sysinit_ret: int = 0
+
+
+@dataclass
+class TdxHost:
+    """tdx.c's file-scope state for one kernel."""
+
+    state: TdxModuleState = field(default_factory=TdxModuleState)
+    sysinfo: TdxSysInfo = field(default_factory=TdxSysInfo)
+    sysinit_lock: RawSpinlock | None = None
+
+
+def tdx_of(k: Kernel) -> TdxHost:
+    t = getattr(k, "_tdx", None)
+    if t is None:
+        t = k._tdx = TdxHost(sysinit_lock=RawSpinlock(k, "sysinit_lock"))
+    return t
+
+
+def tdx_get_sysinfo(k: Kernel) -> TdxSysInfo | None:
+    """NULL (None) until the module is initialised, and again after a failed update."""
+    t = tdx_of(k)
+    return t.sysinfo if t.state.initialized else None
+
+
+def read_sys_metadata_field(k: Kernel, field_id: int) -> tuple[int, int]:
+    """TDH.SYS.RD of one field: (errno, value)."""
+    args = Regs(rdx=field_id)
+    ret = seamcall_prerr_ret(k, PR_FMT, TdxLeaf.TDH_SYS_RD, args)
+    return ret, (args.r8 if ret == 0 else 0)
+
+
+def read_version(k: Kernel) -> tuple[int, ModuleVersion]:
+    out = []
+    for fid in (MD_MAJOR_VERSION, MD_MINOR_VERSION, MD_UPDATE_VERSION):
+        ret, v = read_sys_metadata_field(k, fid)
+        if ret:
+            return ret, ModuleVersion(0, 0, 0)
+        out.append(v)
+    return 0, ModuleVersion(*out)
+
+
+def try_init_module_global(k: Kernel) -> int:
+    """TDH.SYS.INIT exactly once; every CPU sees the cached result."""
+    t = tdx_of(k)
+    raw_spin_lock(t.sysinit_lock)
+    try:
+        if t.state.sysinit_done:
+            return t.state.sysinit_ret
+        ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_INIT, Regs(rcx=0))
+        if ret == -errno.ENODEV:
+            k.pr_err(PR_FMT, "module not loaded")
+        t.state.sysinit_done = True
+        t.state.sysinit_ret = ret
+        return ret
+    finally:
+        raw_spin_unlock(t.sysinit_lock)
+
+
+def tdx_cpu_enable(k: Kernel) -> int:
+    """Global init (once) and LP init (this CPU); interrupts must be off, as the caller ensures."""
+    pc = k.this_percpu()
+    if pc.tdx_lp_initialized:
+        return 0
+    ret = try_init_module_global(k)
+    if ret:
+        return ret
+    ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_LP_INIT, Regs())
+    if ret:
+        return ret
+    pc.tdx_lp_initialized = True
+    return 0
+
+
+def tdx_module_config(k: Kernel) -> int:
+    """Boot-only configuration after every CPU ran LP.INIT (CONFIG, KEY.CONFIG, TDMR.INIT).
+
+    tdxseam models no TDMR or PAMT memory, so each is one call on the lead CPU (KEY.CONFIG once
+    per package, which on a one-package emulated host is once).
+    """
+    for leaf in (TdxLeaf.TDH_SYS_CONFIG, TdxLeaf.TDH_SYS_KEY_CONFIG, TdxLeaf.TDH_SYS_TDMR_INIT):
+        ret = seamcall_prerr(k, PR_FMT, leaf, Regs())
+        if ret:
+            return ret
+    return 0
+
+
+def tdx_read_sysinfo(k: Kernel) -> int:
+    t = tdx_of(k)
+    ret, version = read_version(k)
+    if ret:
+        return ret
+    ret, features0 = read_sys_metadata_field(k, MD_TDX_FEATURES0)
+    if ret:
+        return ret
+    t.sysinfo = TdxSysInfo(version=version, tdx_features0=features0)
+    t.state.initialized = True
+    return 0
+
+

@@ -1,0 +1,151 @@
+"""Logical CPUs: interrupt flag, preemption count, VMX state, and the SEAMCALL instruction.
+
+SEAMCALL is the one door between the host and SEAM mode (architecture.md). The CPU models the
+instruction, not what runs behind it: it faults (#UD outside VMX operation), asks the SEAM side
+installed on the machine to execute the leaf, and reports how the instruction ended. Turning those
+endings into status values is the host kernel's business (`tdxseam.kernel.seamcall`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site
+
+if TYPE_CHECKING:
+    from tdxseam.platform.machine import Machine
+
+# CPUID.1.EAX of a Sapphire Rapids part, stepping 8 (spec-formats.md §9).
+DEFAULT_CPUID_1_EAX = 0x000806F8
+# MSR_IA32_VMX_BASIC bit 60: set when SEAMRET does *not* clear the current VMCS (spec-linux.md §9).
+VMX_BASIC_NO_SEAMRET_INVD_VMCS = 1 << 60
+
+
+@dataclass
+class Regs:
+    """General-purpose registers a SEAMCALL reads and writes (the kernel's tdx_module_args)."""
+
+    rax: int = 0
+    rcx: int = 0
+    rdx: int = 0
+    r8: int = 0
+    r9: int = 0
+    r10: int = 0
+    r11: int = 0
+    r12: int = 0
+    r13: int = 0
+    r14: int = 0
+    r15: int = 0
+
+    def copy(self) -> Regs:
+        return Regs(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+class SeamcallEnd(Enum):
+    """How a SEAMCALL instruction ended."""
+
+    SEAMRET = "seamret"  # SEAM software ran; RAX (and maybe more) hold its answer
+    VMFAILINVALID = "vmfailinvalid"  # RFLAGS.CF = 1, nothing ran, RAX unchanged
+    UD = "#UD"  # invalid opcode: not in VMX operation
+    GP = "#GP"  # general protection: e.g. in VMX non-root or CPL > 0
+
+
+class SeamSide(Protocol):
+    """What the SEAM side installs on a machine: it executes leaves entered through the door."""
+
+    def seamcall(self, cpu: Cpu, regs: Regs) -> SeamcallEnd: ...
+
+
+IrqHandler = Callable[..., Any]
+
+
+class Cpu:
+    def __init__(self, machine: Machine, cpu_id: int, cpuid_1_eax: int, vmx_basic: int) -> None:
+        self.machine = machine
+        self.id = cpu_id
+        self.x2apic_id = cpu_id
+        self.cpuid_1_eax = cpuid_1_eax
+        self.vmx_basic = vmx_basic
+        self.online = True
+        self.vmx_on = True  # the host did VMXON at boot (KVM or TDX init)
+        self.vmx_non_root = False
+        self.irq_enabled = True  # RFLAGS.IF
+        self.preempt_count = 0
+        self.irq_depth = 0  # > 0 while an interrupt handler runs
+        self.pending_irqs: deque[tuple[IrqHandler, tuple, str]] = deque()
+        self.runqueue: list[Any] = []
+        self.task: Any = None
+        self.seamcalls = 0
+
+    def __repr__(self) -> str:
+        return f"<Cpu {self.id}>"
+
+    @property
+    def runqueue_len(self) -> int:
+        return len(self.runqueue)
+
+    @property
+    def in_hardirq(self) -> bool:
+        return self.irq_depth > 0
+
+    @property
+    def has_seamret_invd_vmcs(self) -> bool:
+        return not (self.vmx_basic & VMX_BASIC_NO_SEAMRET_INVD_VMCS)
+
+    # ---- preemption points -------------------------------------------------------------------
+
+    def preempt_point(self) -> None:
+        """Let other CPUs run; take pending interrupts if this CPU has them enabled."""
+        self.machine.sched.preempt()
+        if self.irq_enabled and self.pending_irqs:
+            self.machine.irq.deliver(self)
+
+    def spin_until(self, q: WaitQueue, pred: Callable[[], bool], what: str, site: str | None = None) -> None:
+        """Spin on shared state until `pred()` holds, taking interrupts while spinning if enabled.
+
+        The spin is parked on `q` and costs no scheduler step until a writer notifies `q`.
+        """
+        site = site or call_site()
+        while not pred():
+            self.machine.sched.park(q, what, site, pred)
+            if self.irq_enabled and self.pending_irqs:
+                self.machine.irq.deliver(self)
+
+    def spin_acquire(self, word: SpinWord, what: str, site: str) -> None:
+        """cmpxchg-loop on a lock word; interrupts are taken while spinning if enabled."""
+        def on_wake() -> None:
+            if self.irq_enabled and self.pending_irqs:
+                self.machine.irq.deliver(self)
+        self.machine.sched.spin_acquire(word, what, site, on_wake)
+
+    def sleep_until(self, q: WaitQueue, pred: Callable[[], bool], what: str) -> None:
+        """Block (give the CPU to other tasks) until `pred()` holds; illegal in atomic context."""
+        if self.preempt_count or not self.irq_enabled or self.in_hardirq:
+            raise SchedulerError(f"cpu{self.id}: scheduling while atomic at {call_site()}")
+        site = call_site()
+        while not pred():
+            self.machine.sched.park(q, what, site, pred, sleeping=True)
+
+    # ---- the instruction -----------------------------------------------------------------------
+
+    def seamcall(self, regs: Regs) -> SeamcallEnd:
+        """Execute SEAMCALL with `regs`; entry and exit are preemption points."""
+        sched = self.machine.sched
+        sched.preempt()
+        self.seamcalls += 1
+        if not self.vmx_on:
+            end = SeamcallEnd.UD
+        elif self.vmx_non_root:
+            end = SeamcallEnd.GP
+        elif self.machine.seam is None:
+            end = SeamcallEnd.VMFAILINVALID
+        else:
+            end = self.machine.seam.seamcall(self, regs)
+        sched.preempt()
+        if self.irq_enabled and self.pending_irqs:
+            self.machine.irq.deliver(self)
+        return end

@@ -1,0 +1,45 @@
+"""The emulated machine: CPUs, memory, interrupts and the scheduler that runs them."""
+
+from __future__ import annotations
+
+from tdxseam.platform.cpu import DEFAULT_CPUID_1_EAX, VMX_BASIC_NO_SEAMRET_INVD_VMCS, Cpu, SeamSide
+from tdxseam.platform.irq import IrqController
+from tdxseam.platform.memory import PhysMem
+from tdxseam.platform.sched import Scheduler
+
+MAX_CPUS = 4096
+
+
+class Machine:
+    def __init__(self, ncpus: int, *, seed: int = 0, cpuid_1_eax: int = DEFAULT_CPUID_1_EAX,
+                 seamret_invd_vmcs_erratum: bool = False, trace: bool = True,
+                 max_steps: int | None = None, sockets: int = 1) -> None:
+        if not 1 <= ncpus <= MAX_CPUS:
+            raise ValueError(f"a machine has 1 to {MAX_CPUS} logical CPUs, not {ncpus}")
+        self.seed = seed
+        self.sched = Scheduler(seed, trace=trace, max_steps=max_steps)
+        vmx_basic = 0 if seamret_invd_vmcs_erratum else VMX_BASIC_NO_SEAMRET_INVD_VMCS
+        self.cpus = [Cpu(self, i, cpuid_1_eax, vmx_basic) for i in range(ncpus)]
+        self.sockets = sockets
+        self.mem = PhysMem(seed=seed)
+        self.irq = IrqController(self)
+        self.seam: SeamSide | None = None
+        self.debug_unlocked = False  # IA32_SGX_DEBUG_MODE: may debug-signed modules load?
+
+    @property
+    def ncpus(self) -> int:
+        return len(self.cpus)
+
+    def online_cpus(self) -> list[Cpu]:
+        return [c for c in self.cpus if c.online]
+
+    def current_cpu(self) -> Cpu:
+        t = self.sched.current
+        if t is None:
+            raise RuntimeError("no simulated CPU is running")
+        return t.cpu
+
+    def emit(self, kind: str, detail: str = "") -> None:
+        """Record a trace event for the CPU now running (or the machine, as cpu -1)."""
+        t = self.sched.current
+        self.sched.trace.emit(self.sched.steps, t.cpu.id if t else -1, kind, detail)

@@ -1,0 +1,99 @@
+"""Physical memory addressed by page, with a page allocator for the host.
+
+Pages come to life when first written (reads of untouched memory give zeros), so a machine with
+a large address space costs only what it uses. The allocator hands out pages in a seeded,
+scattered order: like vmalloc'd buffers, consecutive allocations are not physically contiguous,
+which is what the kernel's per-page PA lookup and the P-SEAMLDR's page list are there for.
+"""
+
+from __future__ import annotations
+
+import random
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+
+class MemoryError_(RuntimeError):
+    """A physical access outside the machine's memory (a model bug, or a bad PA on purpose)."""
+
+
+class PhysMem:
+    def __init__(self, max_pa_bits: int = 46, host_pages: int = 1 << 16, seed: int = 0,
+                 host_base: int = 0x1_0000_0000) -> None:
+        self.max_pa_bits = max_pa_bits
+        self.pages: dict[int, bytearray] = {}
+        # Host allocations come from a window above 4 GiB, shuffled so they are non-contiguous.
+        first = host_base >> PAGE_SHIFT
+        self._free = list(range(first, first + host_pages))
+        random.Random(seed ^ 0x5EA4).shuffle(self._free)
+        self._allocated: set[int] = set()
+
+    @property
+    def max_pa(self) -> int:
+        return 1 << self.max_pa_bits
+
+    def _page(self, pfn: int, create: bool) -> bytearray | None:
+        p = self.pages.get(pfn)
+        if p is None and create:
+            p = self.pages[pfn] = bytearray(PAGE_SIZE)
+        return p
+
+    def read(self, pa: int, n: int) -> bytes:
+        if pa < 0 or pa + n > self.max_pa:
+            raise MemoryError_(f"read of {n} bytes at PA 0x{pa:x} outside physical memory")
+        out = bytearray()
+        while n:
+            off = pa & (PAGE_SIZE - 1)
+            take = min(n, PAGE_SIZE - off)
+            p = self._page(pa >> PAGE_SHIFT, False)
+            out += p[off:off + take] if p is not None else bytes(take)
+            pa += take
+            n -= take
+        return bytes(out)
+
+    def write(self, pa: int, data: bytes) -> None:
+        if pa < 0 or pa + len(data) > self.max_pa:
+            raise MemoryError_(f"write of {len(data)} bytes at PA 0x{pa:x} outside physical memory")
+        mv = memoryview(data)
+        while mv:
+            off = pa & (PAGE_SIZE - 1)
+            take = min(len(mv), PAGE_SIZE - off)
+            self._page(pa >> PAGE_SHIFT, True)[off:off + take] = mv[:take]
+            pa += take
+            mv = mv[take:]
+
+    def zero(self, pa: int, n: int) -> None:
+        """Zero a range; whole pages are simply dropped."""
+        end = pa + n
+        while pa < end:
+            off = pa & (PAGE_SIZE - 1)
+            take = min(end - pa, PAGE_SIZE - off)
+            if take == PAGE_SIZE:
+                self.pages.pop(pa >> PAGE_SHIFT, None)
+            else:
+                p = self._page(pa >> PAGE_SHIFT, False)
+                if p is not None:
+                    p[off:off + take] = bytes(take)
+            pa += take
+
+    def alloc_page(self) -> int:
+        """A zeroed host page; returns its physical address."""
+        if not self._free:
+            raise MemoryError_("host memory exhausted")
+        pfn = self._free.pop()
+        self._allocated.add(pfn)
+        self.pages.pop(pfn, None)
+        return pfn << PAGE_SHIFT
+
+    def free_page(self, pa: int) -> None:
+        pfn = pa >> PAGE_SHIFT
+        if pfn not in self._allocated:
+            raise MemoryError_(f"free of unallocated page 0x{pa:x}")
+        self._allocated.remove(pfn)
+        self.pages.pop(pfn, None)
+        self._free.append(pfn)
+
+    @property
+    def allocated_pages(self) -> int:
+        return len(self._allocated)

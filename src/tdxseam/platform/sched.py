@@ -1,0 +1,445 @@
+"""The deterministic scheduler: simulated CPUs run host code and switch only at preemption points.
+
+Every simulated CPU runs host code in a greenlet (a `Task`). A task gives up the processor only
+at a preemption point (`Scheduler.preempt`), where the scheduler draws the next task to run
+from a seeded RNG. One seed therefore fixes the whole interleaving, and the choices it made are
+recorded (`Scheduler.choices`) so a run can be compared or replayed.
+
+Waiting is never a busy loop. A CPU spinning on a lock or a shared variable is *parked* on a
+`WaitQueue` and costs nothing until something it waits on changes:
+- `SpinWord` is a word CPUs spin on with compare-and-exchange (a raw spinlock's lock word). While
+  it is free, its waiters are part of the draw: picking one *is* that CPU winning the exchange,
+  so a free lock with a thousand spinners costs one step, not a thousand.
+- `WaitQueue.notify_all` wakes waiters whose condition now holds (a spin on a state variable).
+
+When nothing can run and some task has not finished, the run is deadlocked: `run()` stops and
+returns a `Deadlock` naming every waiting CPU, what it waits for and from where. A run never hangs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import greenlet
+
+from tdxseam.platform.trace import Trace
+
+
+class SchedulerError(RuntimeError):
+    """A misuse of the scheduler by simulated code (a bug in the model, not in the host)."""
+
+
+class StepBudgetExceeded(RuntimeError):
+    """The run took more scheduler steps than allowed: a livelock, or a budget set too low."""
+
+
+class _Abort(greenlet.GreenletExit):
+    """Thrown into tasks still alive when a run ends, so they unwind without scheduling."""
+
+
+@dataclass
+class Waiting:
+    """What a parked task waits for, for deadlock reports."""
+
+    cpu: int
+    what: str
+    site: str
+    holder: int | None = None  # for a lock word: the CPU holding it when the run ended
+
+    def __str__(self) -> str:
+        held = ""
+        if self.holder is not None:
+            held = " (held by itself)" if self.holder == self.cpu else f" (held by cpu{self.holder})"
+        return f"cpu{self.cpu} waits for {self.what}{held} at {self.site}"
+
+
+@dataclass
+class Deadlock:
+    """Every runnable CPU waits on something only another waiting CPU could provide."""
+
+    step: int
+    waiting: list[Waiting]
+
+    def describe(self, limit: int = 8) -> str:
+        """The waits, self-deadlocks first; CPUs waiting on the same thing are counted, not listed."""
+        lines = [f"deadlock at step {self.step}: no CPU can run ({len(self.waiting)} waiting)"]
+        ordered = sorted(self.waiting, key=lambda w: (w.holder != w.cpu, w.cpu))
+        groups: dict[tuple, list[Waiting]] = {}
+        for w in ordered:
+            groups.setdefault((w.what, w.site), []).append(w)
+        shown = 0
+        for ws in groups.values():
+            for w in ws[:limit]:
+                lines.append(f"  {w}")
+                shown += 1
+            if len(ws) > limit:
+                lines.append(f"  ... and {len(ws) - limit} more CPUs waiting for {ws[0].what} at {ws[0].site}")
+        return "\n".join(lines)
+
+
+def call_site(depth: int = 2) -> str:
+    """`file:line (function)` of simulated code, for traces and lock reports."""
+    f = sys._getframe(depth)
+    name = f.f_code.co_filename.rsplit("/", 1)[-1]
+    return f"{name}:{f.f_lineno} ({f.f_code.co_name})"
+
+
+class Task:
+    """One thread of host code bound to one CPU."""
+
+    __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "wait_info", "pred",
+                 "result", "error", "priority", "_slot", "on_cpu")
+
+    def __init__(self, sched: Scheduler, cpu: Any, name: str, fn: Callable[..., Any],
+                 args: tuple, priority: int) -> None:
+        self.sched = sched
+        self.cpu = cpu
+        self.name = name
+        self.priority = priority
+        self.done = False
+        self.waiting_on: WaitQueue | None = None
+        self.wait_info: Waiting | None = None
+        self.pred: Callable[[], bool] | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._slot = -1  # index in Scheduler._runnable, -1 when not there
+        self.on_cpu = False
+
+        def body() -> None:
+            try:
+                self.result = fn(*args)
+            except BaseException as e:  # reported by run(); the model must not lose errors
+                if sched.aborting:
+                    return  # the run ended around this task: unwinding, nothing to account
+                self.error = e
+            sched._task_exit(self)
+
+        self.glet = greenlet.greenlet(body, parent=sched._main)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} cpu{self.cpu.id}>"
+
+
+class WaitQueue:
+    """Tasks parked until a condition holds; `notify_all` re-checks them."""
+
+    __slots__ = ("sched", "name", "waiters")
+
+    def __init__(self, sched: Scheduler, name: str) -> None:
+        self.sched = sched
+        self.name = name
+        self.waiters: list[Task] = []
+
+    def notify_all(self) -> None:
+        """Something the waiters look at changed: each whose condition now holds may run."""
+        if not self.waiters:
+            return
+        still = []
+        for t in self.waiters:
+            if t.pred is None or t.pred():
+                t.waiting_on = None
+                t.wait_info = None
+                self.sched._make_runnable(t)
+            else:
+                still.append(t)
+        self.waiters = still
+
+
+class SpinWord(WaitQueue):
+    """A lock word CPUs spin on. Holding it is `owner is not None`."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, sched: Scheduler, name: str) -> None:
+        super().__init__(sched, name)
+        self.owner: Task | None = None
+
+    def try_acquire(self, task: Task) -> bool:
+        if self.owner is None:
+            self.owner = task
+            return True
+        return False
+
+    def release(self) -> None:
+        self.owner = None
+        if self.waiters:
+            self.sched._contended.append(self)
+
+
+class Scheduler:
+    """Seeded choice of which CPU runs next, at every preemption point."""
+
+    def __init__(self, seed: int = 0, *, trace: bool = True, max_steps: int | None = None,
+                 policy: str = "random") -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.trace = Trace(enabled=trace)
+        self.max_steps = max_steps
+        self.steps = 0
+        self.choices = array("H")  # CPU id chosen at each step (mod 65536)
+        self.policy = policy
+        self._main = greenlet.getcurrent()
+        self._runnable: list[Task] = []
+        self._contended: list[SpinWord] = []  # free lock words that have spinners
+        self._tasks: list[Task] = []
+        self.current: Task | None = None
+        self.deadlock: Deadlock | None = None
+        self.running = False
+        self.aborting = False
+        self.errors: list[tuple[Task, BaseException]] = []
+        self.on_step: Callable[[Scheduler], None] | None = None  # invariant checks, fault timing
+        self.on_idle: Callable[[Scheduler], bool] | None = None  # may inject work; True if it did
+
+    # ---- task management -------------------------------------------------------------------
+
+    def spawn(self, cpu: Any, fn: Callable[..., Any], *args: Any, name: str | None = None,
+              priority: int = 0) -> Task:
+        """Start host code on `cpu`; it first runs when the scheduler draws it."""
+        t = Task(self, cpu, name or getattr(fn, "__name__", "task"), fn, args, priority)
+        self._tasks.append(t)
+        cpu.runqueue.append(t)
+        self._cpu_pick(cpu)
+        return t
+
+    def _cpu_pick(self, cpu: Any) -> None:
+        """Put the CPU's best ready task on it, if the CPU has none running."""
+        cur = cpu.task
+        if cur is not None and not cur.done:
+            return
+        best = None
+        for t in cpu.runqueue:
+            if not t.done and t.waiting_on is None and (best is None or t.priority > best.priority):
+                best = t
+        cpu.task = best
+        if best is not None and best._slot < 0 and best.waiting_on is None:
+            self._make_runnable(best)
+
+    def _make_runnable(self, t: Task) -> None:
+        if t._slot >= 0 or t.done:
+            return
+        if t.cpu.task is not None and t.cpu.task is not t and not t.cpu.task.done:
+            # another task owns the CPU; this one becomes ready and waits its turn
+            return
+        t.cpu.task = t
+        t._slot = len(self._runnable)
+        self._runnable.append(t)
+
+    def _remove_runnable(self, t: Task) -> None:
+        i = t._slot
+        if i < 0:
+            return
+        last = self._runnable.pop()
+        if last is not t:
+            self._runnable[i] = last
+            last._slot = i
+        t._slot = -1
+
+    def _task_exit(self, t: Task) -> None:
+        t.done = True
+        self._remove_runnable(t)
+        cpu = t.cpu
+        cpu.runqueue.remove(t)
+        if cpu.task is t:
+            cpu.task = None
+        if t.error is not None:
+            self.errors.append((t, t.error))
+        self._cpu_pick(cpu)
+        # the greenlet returns to main; main's loop draws the next task
+
+    # ---- the draw ---------------------------------------------------------------------------
+
+    def _draw(self) -> Task | None:
+        """Pick the next task: any runnable one, or a spinner on a free lock (which then wins it)."""
+        while True:
+            contended = self._contended
+            if contended:
+                # drop words that were taken again or lost their spinners
+                contended[:] = [w for w in contended if w.owner is None and w.waiters]
+            n = len(self._runnable) + sum(len(w.waiters) for w in contended)
+            if n == 0:
+                if self.on_idle is not None and self.on_idle(self):
+                    continue
+                return None
+            r = self.rng.randrange(n) if n > 1 else 0
+            if r < len(self._runnable):
+                return self._runnable[r]
+            r -= len(self._runnable)
+            for w in contended:
+                if r < len(w.waiters):
+                    t = w.waiters.pop(r)
+                    w.owner = t  # the spinner's cmpxchg succeeded
+                    t.waiting_on = None
+                    t.wait_info = None
+                    contended.remove(w)
+                    self._make_runnable(t)
+                    return t
+                r -= len(w.waiters)
+
+    def _step(self, t: Task) -> None:
+        self.steps += 1
+        self.choices.append(t.cpu.id & 0xFFFF)
+        if self.max_steps is not None and self.steps > self.max_steps:
+            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
+        if self.on_step is not None:
+            self.on_step(self)
+
+    def _switch_to(self, nxt: Task | None) -> None:
+        cur = self.current
+        if nxt is None:
+            self._main.switch()  # main sees no runnable task: done or deadlocked
+            return
+        self._step(nxt)
+        if nxt is cur:
+            return
+        self.current = nxt
+        nxt.glet.switch()
+
+    # ---- what simulated code calls ----------------------------------------------------------
+
+    def preempt(self) -> None:
+        """A preemption point: another CPU may run before this one continues."""
+        if not self.running:
+            return
+        t = self.current
+        if t is not None and t.cpu.runqueue_len > 1:
+            self._maybe_resched(t)
+        self._switch_to(self._draw())
+
+    def _maybe_resched(self, t: Task) -> None:
+        """Let a higher-priority ready task (a stopper thread) take the CPU where it may."""
+        cpu = t.cpu
+        if cpu.preempt_count or not cpu.irq_enabled:
+            return
+        best = t
+        for o in cpu.runqueue:
+            if o is not t and not o.done and o.waiting_on is None and o.priority > best.priority:
+                best = o
+        if best is t:
+            return
+        self._remove_runnable(t)
+        cpu.task = best
+        self._make_runnable(best)
+
+    def park(self, q: WaitQueue, what: str, site: str, pred: Callable[[], bool] | None = None,
+             *, sleeping: bool = False) -> None:
+        """Stop running until `q` wakes this task (and `pred`, if given, holds).
+
+        A spinning task keeps its CPU; a `sleeping` one gives it to the CPU's other tasks.
+        """
+        if not self.running:
+            raise _Abort()
+        t = self.current
+        if t is None:
+            raise SchedulerError("park() outside a task")
+        t.waiting_on = q
+        t.pred = pred
+        t.wait_info = Waiting(t.cpu.id, what, site)
+        q.waiters.append(t)
+        self._remove_runnable(t)
+        if sleeping and t.cpu.task is t:
+            t.cpu.task = None
+            self._cpu_pick(t.cpu)
+        self._switch_to(self._draw())
+
+    def unpark(self, t: Task) -> None:
+        """Take a task off whatever it waits on (an interrupt came for its CPU)."""
+        q = t.waiting_on
+        if q is None:
+            return
+        if t in q.waiters:
+            q.waiters.remove(t)
+        t.waiting_on = None
+        t.wait_info = None
+        self._make_runnable(t)
+
+    def spin_acquire(self, w: SpinWord, what: str, site: str,
+                     on_wake: Callable[[], None] | None = None) -> None:
+        """Spin until this task holds `w`. `on_wake` runs whenever the spin is interrupted."""
+        t = self.current
+        while not w.try_acquire(t):
+            self.park(w, what, site)
+            if w.owner is t:
+                return
+            if on_wake is not None:
+                on_wake()
+        return
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def run(self) -> Deadlock | None:
+        """Run every task to completion; return the deadlock if the run ended in one."""
+        if self.running:
+            raise SchedulerError("run() is not re-entrant")
+        self.running = True
+        self._main = greenlet.getcurrent()
+        for t in self._tasks:
+            if not t.done:
+                t.glet.parent = self._main
+        try:
+            while True:
+                nxt = self._draw()
+                if nxt is None:
+                    break
+                self._step(nxt)
+                self.current = nxt
+                nxt.glet.switch()
+                self.current = None
+            alive = [t for t in self._tasks if not t.done]
+            if alive:
+                waits = []
+                for t in alive:
+                    w = t.wait_info or Waiting(t.cpu.id, "its CPU", "?")
+                    owner = getattr(t.waiting_on, "owner", None)
+                    if owner is not None:
+                        w.holder = owner.cpu.id
+                    waits.append(w)
+                waits.sort(key=lambda w: w.cpu)
+                self.deadlock = Deadlock(self.steps, waits)
+            return self.deadlock
+        finally:
+            self.running = False
+            self.current = None
+            self._kill_all()
+
+    def _kill_all(self) -> None:
+        """Unwind tasks still alive (a deadlock): their `finally` blocks run with nothing to schedule."""
+        self.aborting = True
+        try:
+            for t in self._tasks:
+                if not t.done and t.glet and not t.glet.dead:
+                    t.cpu.pending_irqs.clear()
+                    self.current = t
+                    try:
+                        t.glet.throw(_Abort)
+                    except _Abort:
+                        pass
+                t.done = True
+        finally:
+            self.current = None
+            self.aborting = False
+        self._tasks = [t for t in self._tasks if not t.done]
+        self._runnable.clear()
+        self._contended.clear()
+
+    def schedule_digest(self) -> str:
+        """A short fingerprint of the interleaving: the CPU drawn at every step."""
+        return hashlib.sha256(self.choices.tobytes()).hexdigest()[:16]
+
+
+def current_task(sched: Scheduler) -> Task:
+    t = sched.current
+    if t is None:
+        raise SchedulerError("no simulated CPU is running")
+    return t
+
+
+__all__ = [
+    "Deadlock", "Scheduler", "SchedulerError", "SpinWord", "StepBudgetExceeded", "Task",
+    "WaitQueue", "Waiting", "call_site", "current_task", "field",
+]
