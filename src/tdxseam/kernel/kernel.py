@@ -53,6 +53,9 @@ class Kernel:
         self.dmesg: list[KernelLogLine] = []
         self.warnings = 0
         self.seamldr_lock = RawSpinlock(self, "seamldr_lock")
+        from tdxseam.kernel.stop_machine import CpuHotplugLock
+
+        self.cpu_hotplug_lock = CpuHotplugLock(self)
 
     # ---- the running CPU ------------------------------------------------------------------------
 

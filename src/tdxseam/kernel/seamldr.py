@@ -10,19 +10,26 @@ spin on it forever.
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from tdxseam.formats.image import PAGE_SIZE, TDX_IMAGE_HEADER_SIZE, V2Header, kernel_check_v2
 from tdxseam.formats.leaves import SeamldrLeaf
+from tdxseam.formats.seamldr_params import SEAMLDR_SCENARIO_UPDATE, SeamldrParams
 from tdxseam.formats.seamldr_info import SEAMLDR_INFO_ALIGN, SEAMLDR_INFO_SIZE, SeamldrInfo
 from tdxseam.kernel.locks import (
+    RawSpinlock,
     raw_spin_lock,
     raw_spin_lock_irqsave,
     raw_spin_unlock,
     raw_spin_unlock_irqrestore,
 )
 from tdxseam.kernel.seamcall import seamcall_prerr
+from tdxseam.kernel.stop_machine import stop_machine_cpuslocked
 from tdxseam.platform.cpu import Regs
-from tdxseam.platform.sched import call_site
+from tdxseam.platform.memory import MemoryError_
+from tdxseam.platform.sched import WaitQueue, call_site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -67,3 +74,174 @@ def seamldr_get_info(k: Kernel) -> tuple[int, SeamldrInfo | None]:
 
 def seamldr_install(k: Kernel, params_pa: int) -> int:
     return seamldr_call(k, SeamldrLeaf.P_SEAMLDR_INSTALL, Regs(rcx=params_pa))
+
+
+# ---- runtime update ---------------------------------------------------------------------------
+
+
+class ModuleUpdateState(IntEnum):
+    MODULE_UPDATE_START = 0
+    MODULE_UPDATE_SHUTDOWN = 1
+    MODULE_UPDATE_CPU_INSTALL = 2
+    MODULE_UPDATE_CPU_INIT = 3
+    MODULE_UPDATE_RUN_UPDATE = 4
+    MODULE_UPDATE_DONE = 5
+
+
+@dataclass
+class UpdateCtrl:
+    """The lockstep's shared control data; `lock` guards the ack counters."""
+
+    lock: RawSpinlock
+    wq: WaitQueue
+    state: int = ModuleUpdateState.MODULE_UPDATE_START
+    num_ack: int = 0
+    num_failed: int = 0
+    num_cpus: int = 0
+    log: list[tuple[int, int, str, int]] = field(default_factory=list)  # (cpu, state, event, ret)
+
+
+@dataclass
+class InstallParams:
+    params_pa: int
+    pages: list[int]  # every host page holding params, sigstruct or module
+
+
+def init_seamldr_params(k: Kernel, data: bytes) -> tuple[int, InstallParams | None]:
+    """Check the image as the merged kernel does and lay seamldr_params out in memory.
+
+    The upload buffer is vmalloc'd, so every page has its own physical address: the module and
+    sigstruct pages are copied into separately allocated (non-contiguous) host pages.
+    """
+    if len(data) < TDX_IMAGE_HEADER_SIZE:
+        return -errno.EINVAL, None
+    mem = k.machine.mem
+    try:
+        params_pa = mem.alloc_page()
+    except MemoryError_:
+        return -errno.ENOMEM, None
+    reject = kernel_check_v2(data)
+    if reject is not None:
+        mem.free_page(params_pa)
+        return -reject.errno, None
+    hdr = V2Header.from_bytes(data)
+    pages = [params_pa]
+
+    def place(off: int) -> int:
+        pa = mem.alloc_page()
+        pages.append(pa)
+        mem.write(pa, data[off:off + PAGE_SIZE])
+        return pa
+
+    try:
+        off = TDX_IMAGE_HEADER_SIZE
+        sig_pas = []
+        for _ in range(hdr.sigstruct_nr_pages):
+            sig_pas.append(place(off))
+            off += PAGE_SIZE
+        mod_pas = []
+        for _ in range(hdr.module_nr_pages):
+            mod_pas.append(place(off))
+            off += PAGE_SIZE
+    except MemoryError_:
+        for pa in pages:
+            mem.free_page(pa)
+        return -errno.ENOMEM, None
+    params = SeamldrParams(version=0, scenario=SEAMLDR_SCENARIO_UPDATE,
+                           sigstruct_pa=sig_pas[0] if sig_pas else 0,
+                           module_nr_pages=hdr.module_nr_pages, module_pages_pa=mod_pas)
+    mem.write(params_pa, params.to_bytes())
+    return 0, InstallParams(params_pa, pages)
+
+
+def free_seamldr_params(k: Kernel, p: InstallParams) -> None:
+    for pa in p.pages:
+        k.machine.mem.free_page(pa)
+
+
+def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
+    """The last CPU to ack a state advances everyone, unless some CPU failed."""
+    raw_spin_lock(ctrl.lock)
+    try:
+        if result and "no-abort" not in k.mutations:
+            ctrl.num_failed += 1
+        ctrl.num_ack += 1
+        ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
+        if ctrl.num_ack == ctrl.num_cpus and ctrl.num_failed == 0:
+            ctrl.num_ack = 0
+            ctrl.state += 1  # after DONE it becomes 6, which nobody reads
+            ctrl.wq.notify_all()
+        elif result and ctrl.num_failed:
+            ctrl.wq.notify_all()  # spinning CPUs leave at their next loop test
+    finally:
+        raw_spin_unlock(ctrl.lock)
+
+
+def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: InstallParams) -> int:
+    from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_run_update, tdx_module_shutdown
+
+    cpu = k.this_cpu()
+    is_lead_cpu = cpu.id == 0
+    if state == ModuleUpdateState.MODULE_UPDATE_SHUTDOWN:
+        return tdx_module_shutdown(k) if is_lead_cpu else 0
+    if state == ModuleUpdateState.MODULE_UPDATE_CPU_INSTALL:
+        return seamldr_install(k, params.params_pa)
+    if state == ModuleUpdateState.MODULE_UPDATE_CPU_INIT:
+        if "skip-lp-init" in k.mutations and cpu.id == ctrl.num_cpus - 1 and cpu.id != 0:
+            return 0
+        return tdx_cpu_enable(k)
+    if state == ModuleUpdateState.MODULE_UPDATE_RUN_UPDATE:
+        return tdx_module_run_update(k) if is_lead_cpu else 0
+    return 0
+
+
+def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams) -> int:
+    """Every online CPU, interrupts off: follow the shared state, do each state's work, ack it."""
+    cpu = k.this_cpu()
+    curstate: int = ModuleUpdateState.MODULE_UPDATE_START
+    ret = 0
+    abort = "no-abort" not in k.mutations
+    while True:
+        newstate = ctrl.state
+        if newstate != curstate:
+            curstate = ModuleUpdateState(newstate)
+            k.machine.emit("update-state", curstate.name)
+            if "ack-before-work" in k.mutations:
+                # the planted bug: report the previous result, then work on a state others
+                # may already have left
+                ack_state(k, ctrl, ret)
+                ret = _do_state(k, ctrl, ModuleUpdateState(curstate), params)
+            else:
+                ret = _do_state(k, ctrl, curstate, params)
+                ack_state(k, ctrl, ret)
+            ctrl.log.append((cpu.id, int(curstate), "done", ret))
+        else:
+            # cpu_relax(): parked until the state moves or a CPU fails
+            cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
+                           "module update state")
+        if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
+            return ret
+
+
+def seamldr_install_module(k: Kernel, data: bytes) -> int:
+    """Check `data` (a v2 image) and replace the running TDX module with it, on every CPU in lockstep."""
+    ret, params = init_seamldr_params(k, data)
+    if ret:
+        return ret
+    hotplug = "no-hotplug-lock" not in k.mutations
+    try:
+        if hotplug:
+            k.cpu_hotplug_lock.read_lock()
+        try:
+            ctrl = UpdateCtrl(lock=RawSpinlock(k, "update_ctrl.lock"),
+                              wq=WaitQueue(k.machine.sched, "update_ctrl"),
+                              state=ModuleUpdateState.MODULE_UPDATE_SHUTDOWN,
+                              num_cpus=len(k.machine.online_cpus()))
+            k.last_update_ctrl = ctrl
+            return stop_machine_cpuslocked(
+                k, lambda p: do_seamldr_install_module(k, ctrl, p), params)
+        finally:
+            if hotplug:
+                k.cpu_hotplug_lock.read_unlock()
+    finally:
+        free_seamldr_params(k, params)

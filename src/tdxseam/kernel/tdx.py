@@ -141,3 +141,38 @@ def tdx_read_sysinfo(k: Kernel) -> int:
     return 0
 
 
+
+
+# ---- runtime update steps (run inside stop_machine, so no lock guards tdx.c's state) ----------
+
+def tdx_module_shutdown(k: Kernel) -> int:
+    """Lead CPU: hand the running module's state off and shut it down (TDH.SYS.SHUTDOWN)."""
+    ret, module_hv = read_sys_metadata_field(k, MD_MODULE_HV)
+    if ret:
+        k.warn("failed to read the TDX module's handoff version")
+        module_hv = 0  # upstream goes on with the lowest version
+    # Only upgrades are designed for: ask for the running module's highest handoff version.
+    ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_SHUTDOWN, Regs(rcx=module_hv))
+    if ret:
+        return ret
+    t = tdx_of(k)
+    t.state = TdxModuleState()  # tdx_get_sysinfo() now returns None
+    for pc in k.percpu:  # every possible CPU, so offline ones run LP.INIT when they come up
+        pc.tdx_lp_initialized = False
+    return 0
+
+
+def tdx_module_run_update(k: Kernel) -> int:
+    """Lead CPU: the new module takes the handed-off state (TDH.SYS.UPDATE)."""
+    ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_UPDATE, Regs())
+    if ret:
+        return ret
+    t = tdx_of(k)
+    ret, version = read_version(k)
+    if ret:
+        k.warn("failed to read the new TDX module's version")
+    else:
+        # Only the version is refreshed: consumers keep the boot-time features on purpose.
+        t.sysinfo.version = version
+    t.state.initialized = True
+    return 0

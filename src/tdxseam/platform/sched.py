@@ -114,6 +114,10 @@ class Task:
         def body() -> None:
             try:
                 self.result = fn(*args)
+            except StepBudgetExceeded:
+                if sched.aborting:
+                    return
+                raise  # ends the whole run (out of run()), not just this task
             except BaseException as e:  # reported by run(); the model must not lose errors
                 if sched.aborting:
                     return  # the run ended around this task: unwinding, nothing to account
@@ -189,8 +193,11 @@ class Scheduler:
         self._contended: list[SpinWord] = []  # free lock words that have spinners
         self._tasks: list[Task] = []
         self.current: Task | None = None
+        self._start: Task | None = None  # a task drawn inside another, to be started by main
         self.deadlock: Deadlock | None = None
         self.running = False
+        self.paused = False
+        self._slice_end: int | None = None
         self.aborting = False
         self.errors: list[tuple[Task, BaseException]] = []
         self.on_step: Callable[[Scheduler], None] | None = None  # invariant checks, fault timing
@@ -289,6 +296,13 @@ class Scheduler:
         if self.on_step is not None:
             self.on_step(self)
 
+    def _reschedule(self) -> None:
+        """Hand the processor on: to the next draw, or back to `run` when the slice is used up."""
+        if self._slice_end is not None and self.steps >= self._slice_end:
+            self._main.switch()  # `run` pauses; it draws again when the run goes on
+            return
+        self._switch_to(self._draw())
+
     def _switch_to(self, nxt: Task | None) -> None:
         cur = self.current
         if nxt is None:
@@ -298,6 +312,12 @@ class Scheduler:
         if nxt is cur:
             return
         self.current = nxt
+        if not nxt.glet:
+            # Not started yet: let main start it. A greenlet started from inside another inherits
+            # its Python recursion depth, so chains of starts would overflow with thousands of CPUs.
+            self._start = nxt
+            self._main.switch()
+            return
         nxt.glet.switch()
 
     # ---- what simulated code calls ----------------------------------------------------------
@@ -309,7 +329,7 @@ class Scheduler:
         t = self.current
         if t is not None and t.cpu.runqueue_len > 1:
             self._maybe_resched(t)
-        self._switch_to(self._draw())
+        self._reschedule()
 
     def _maybe_resched(self, t: Task) -> None:
         """Let a higher-priority ready task (a stopper thread) take the CPU where it may."""
@@ -345,7 +365,7 @@ class Scheduler:
         if sleeping and t.cpu.task is t:
             t.cpu.task = None
             self._cpu_pick(t.cpu)
-        self._switch_to(self._draw())
+        self._reschedule()
 
     def unpark(self, t: Task) -> None:
         """Take a task off whatever it waits on (an interrupt came for its CPU)."""
@@ -372,21 +392,38 @@ class Scheduler:
 
     # ---- running ------------------------------------------------------------------------------
 
-    def run(self) -> Deadlock | None:
-        """Run every task to completion; return the deadlock if the run ended in one."""
+    def run(self, *, until: Callable[[], bool] | None = None,
+            slice_steps: int | None = None) -> Deadlock | None:
+        """Run tasks; return the deadlock if the run ended in one.
+
+        Without arguments every task runs to completion. `until` (checked whenever control comes
+        back to the scheduler: a task ended or a slice ran out) and `slice_steps` pause the run
+        instead, leaving tasks where they are (`paused` is then True); the next `run` goes on
+        with the same draws, so slicing a run does not change its interleaving.
+        """
         if self.running:
             raise SchedulerError("run() is not re-entrant")
         self.running = True
+        self.paused = False
+        self._slice_end = None if slice_steps is None else self.steps + slice_steps
         self._main = greenlet.getcurrent()
         for t in self._tasks:
             if not t.done:
                 t.glet.parent = self._main
         try:
             while True:
-                nxt = self._draw()
-                if nxt is None:
-                    break
-                self._step(nxt)
+                nxt = self._start
+                if nxt is not None:
+                    self._start = None  # drawn and stepped by _switch_to; main only starts it
+                else:
+                    if (until is not None and until()) or (
+                            self._slice_end is not None and self.steps >= self._slice_end):
+                        self.paused = True
+                        return None
+                    nxt = self._draw()
+                    if nxt is None:
+                        break
+                    self._step(nxt)
                 self.current = nxt
                 nxt.glet.switch()
                 self.current = None
@@ -405,7 +442,10 @@ class Scheduler:
         finally:
             self.running = False
             self.current = None
-            self._kill_all()
+            self._slice_end = None
+            if not self.paused:
+                self._start = None
+                self._kill_all()
 
     def _kill_all(self) -> None:
         """Unwind tasks still alive (a deadlock): their `finally` blocks run with nothing to schedule."""

@@ -1,0 +1,71 @@
+"""Fault plans: make any SEAMCALL on any CPU fail with a chosen status, on purpose.
+
+A plan is a list of rules, each matching a leaf (or any), a CPU (or any) and which occurrence of
+that match to hit (or every one); the action is a status to answer in RAX instead of running the
+leaf, or a different end of the instruction (VMfailInvalid, #GP, #UD). The door consults the plan
+before a leaf runs, so an injected failure leaves the SEAM side untouched, like a leaf that
+rejected its inputs. Plans are plain data so the simulator can generate, print and shrink them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tdxseam.formats.leaves import leaf_name
+from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
+
+_ENDS = {"vmfailinvalid": SeamcallEnd.VMFAILINVALID, "gp": SeamcallEnd.GP, "ud": SeamcallEnd.UD}
+
+
+@dataclass
+class FaultRule:
+    leaf: int | None  # full RAX leaf value (P-SEAMLDR leaves with bit 63); None = any leaf
+    cpu: int | None = None  # None = any CPU
+    nth: int | None = 1  # the n-th matching call (1-based); None = every matching call
+    status: int | str = 0  # a RAX status, or "vmfailinvalid" / "gp" / "ud"
+    seen: int = field(default=0, compare=False)
+    fired: int = field(default=0, compare=False)
+
+    def describe(self) -> str:
+        what = leaf_name(self.leaf) if self.leaf is not None else "any leaf"
+        where = f"cpu{self.cpu}" if self.cpu is not None else "any CPU"
+        when = f"call #{self.nth}" if self.nth is not None else "every call"
+        act = self.status if isinstance(self.status, str) else f"0x{self.status:016x}"
+        return f"{what} on {where}, {when} -> {act}"
+
+
+@dataclass
+class FaultPlan:
+    rules: list[FaultRule] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def add(self, leaf: int | None, status: int | str, *, cpu: int | None = None,
+            nth: int | None = 1) -> FaultPlan:
+        self.rules.append(FaultRule(leaf, cpu, nth, status))
+        return self
+
+    def __call__(self, cpu: Cpu, regs: Regs) -> int | SeamcallEnd | None:
+        for r in self.rules:
+            if r.leaf is not None and regs.rax != r.leaf:
+                continue
+            if r.cpu is not None and cpu.id != r.cpu:
+                continue
+            r.seen += 1
+            if r.nth is not None and r.seen != r.nth:
+                continue
+            r.fired += 1
+            self.log.append(f"cpu{cpu.id}: {r.describe()}")
+            cpu.machine.emit("fault", r.describe())
+            if isinstance(r.status, str):
+                return _ENDS[r.status]
+            return r.status
+        return None
+
+    @property
+    def fired(self) -> int:
+        return sum(r.fired for r in self.rules)
+
+
+def install_fault_plan(fw, plan: FaultPlan | None) -> None:
+    """Attach `plan` to a machine's SEAM firmware (None removes it)."""
+    fw.fault_hook = plan
