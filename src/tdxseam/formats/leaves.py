@@ -9,6 +9,16 @@ TDX_VERSION_SHIFT = 16  # TDX module leaves carry a version in RAX bits 23:16
 
 
 class TdxLeaf(IntEnum):
+    # TD management leaves tdxseam models (TDX ABI numbers, tdx_api_defs.h)
+    TDH_VP_ENTER = 0
+    TDH_MEM_PAGE_ADD = 2
+    TDH_MNG_CREATE = 9
+    TDH_VP_CREATE = 10
+    TDH_MR_EXTEND = 16
+    TDH_MR_FINALIZE = 17
+    TDH_MNG_INIT = 21
+    TDH_VP_INIT = 22
+    # platform leaves
     TDH_SYS_KEY_CONFIG = 31
     TDH_SYS_INFO = 32
     TDH_SYS_INIT = 33

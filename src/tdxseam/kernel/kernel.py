@@ -52,6 +52,7 @@ class Kernel:
         self.percpu = [PerCpu(stack_pa=machine.mem.alloc_page()) for _ in machine.cpus]
         self.dmesg: list[KernelLogLine] = []
         self.warnings = 0
+        self.seamcall_failures: list[tuple[int, int]] = []  # (leaf, status), most recent last
         self.seamldr_lock = RawSpinlock(self, "seamldr_lock")
         from tdxseam.kernel.stop_machine import CpuHotplugLock
 

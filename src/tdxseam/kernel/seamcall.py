@@ -85,9 +85,17 @@ def seamcall_err_ret(k: Kernel, pr_fmt: str, fn: int, err: int, args: Regs) -> N
     k.pr_err(pr_fmt, f"R09 0x{args.r9:016x} R10 0x{args.r10:016x} R11 0x{args.r11:016x}")
 
 
+def _note_failure(k: Kernel, fn: int, sret: int) -> None:
+    """Keep the last failing statuses for reports (the kernel only prints some of them)."""
+    if sret:
+        k.seamcall_failures.append((fn, sret))
+        del k.seamcall_failures[:-64]
+
+
 def seamcall_prerr(k: Kernel, pr_fmt: str, fn: int, args: Regs) -> int:
     """seamcall() with errno mapping; prints only for statuses that become -EIO."""
     sret = seamcall(k, fn, args)
+    _note_failure(k, fn, sret)
     ret = seamcall_errno(sret)
     if ret == -errno.EIO:
         seamcall_err(k, pr_fmt, fn, sret)
@@ -96,6 +104,7 @@ def seamcall_prerr(k: Kernel, pr_fmt: str, fn: int, args: Regs) -> int:
 
 def seamcall_prerr_ret(k: Kernel, pr_fmt: str, fn: int, args: Regs) -> int:
     sret = seamcall_ret(k, fn, args)
+    _note_failure(k, fn, sret)
     ret = seamcall_errno(sret)
     if ret == -errno.EIO:
         seamcall_err_ret(k, pr_fmt, fn, sret, args)

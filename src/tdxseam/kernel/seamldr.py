@@ -228,6 +228,14 @@ def seamldr_install_module(k: Kernel, data: bytes) -> int:
     ret, params = init_seamldr_params(k, data)
     if ret:
         return ret
+    from tdxseam.kernel.kvm_tdx import kvm_tdx
+
+    # tdxseam's own rule (v10 had one too): never hand off a TD whose build is half done.
+    build_lock = kvm_tdx(k).build_lock
+    guard_builds = "update-during-td-build" not in k.mutations
+    if guard_builds and not build_lock.update_trylock():
+        free_seamldr_params(k, params)
+        return -errno.EBUSY
     hotplug = "no-hotplug-lock" not in k.mutations
     try:
         if hotplug:
@@ -244,4 +252,6 @@ def seamldr_install_module(k: Kernel, data: bytes) -> int:
             if hotplug:
                 k.cpu_hotplug_lock.read_unlock()
     finally:
+        if guard_builds:
+            build_lock.update_unlock()
         free_seamldr_params(k, params)

@@ -40,8 +40,11 @@ class TdxFwOps:
 
     def write(self, data: bytes, offset: int, size: int) -> tuple[FwUploadErr, int]:
         ret = seamldr_install_module(self.k, data)
+        if ret == -errno.EBUSY:
+            # a TD build is in flight (tdxseam's guard, as in the v10 posting): retry later
+            return FwUploadErr.FW_UPLOAD_ERR_BUSY, 0
         if ret:
-            # merged kernel: every failure, image or SEAMCALL, is "firmware-invalid"
+            # merged kernel: every other failure, image or SEAMCALL, is "firmware-invalid"
             return FwUploadErr.FW_UPLOAD_ERR_FW_INVALID, 0
         return FwUploadErr.FW_UPLOAD_ERR_NONE, len(data)
 

@@ -1,0 +1,72 @@
+"""`tdxseam demo`: the main job, a runtime TDX module update on the embedded emulated host."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from tdxseam.cli import app, exits
+
+
+@app.command()
+def demo(
+    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    tds: int = typer.Option(4, "--tds", help="TDs to build and run before the update."),
+    from_: str = typer.Option(None, "--from", help="Module the host boots with (version). Default: 1.5.06."),
+    to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
+    catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
+    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Boot a host running a module, start TDs, update the module in place, show what survived.
+
+    With no catalog, Intel's real releases are used when they sit beside the repository
+    (../shared/fixtures/intel-tdx-module-binaries, or $TDXSEAM_INTEL_BINARIES): 1.5.06 -> 1.5.13.
+    Otherwise synthetic modules signed with the test key: 1.5.06 -> 1.5.08.
+    """
+    if not 1 <= cpus <= 4096:
+        raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
+    if not 0 <= tds <= 63:
+        raise exits.CliError(f"--tds must be between 0 and 63 (the emulated HKIDs), not {tds}", exits.USAGE)
+    from tdxseam.demo import DemoError, run_demo
+    from tdxseam.formats.errors import FormatError
+
+    show = None
+    live = not as_json and sys.stderr.isatty()
+    if live:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+
+        def show(p) -> None:  # noqa: F811
+            console.print(f"  [{p.status}] lockstep state {p.state}: {p.acked}/{p.cpus} CPUs acked",
+                          highlight=False)
+    try:
+        r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed, progress=show)
+    except (DemoError, FormatError) as e:
+        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    if as_json:
+        keys = ["ok", "cpus", "version_before", "version_after", "tds_before", "tds_preserved",
+                "remaining_updates_before", "remaining_updates_after", "error", "status"]
+        out = r.to_json()
+        print(json.dumps({k: out[k] for k in keys} | {"details": {k: v for k, v in out.items() if k not in keys}},
+                         sort_keys=True))
+    else:
+        print(f"emulated host: {r.cpus} CPUs, seed {r.seed}")
+        print(f"running module:   {r.version_before}  ({r.from_module})")
+        print(f"update image:     {r.to_module}" + ("  [Intel v1 blob converted to a v2 image]" if r.converted else ""))
+        print(f"TDs built and run before the update: {r.tds_before}")
+        print(f"num_remaining_updates: {r.remaining_updates_before} -> {r.remaining_updates_after}")
+        print(f"update: {r.steps} scheduler steps, {r.wall_seconds * 1000:.1f} ms wall")
+        print(f"version: {r.version_before} -> {r.version_after if r.version_after else 'ENXIO (no module)'}")
+        print(f"TDs preserved: {r.tds_preserved}/{r.tds_before}; ran again on the new module: {r.td_runs_after}")
+        for p in r.td_problems:
+            print(f"  {p}")
+        if r.ok:
+            print("result: OK")
+        else:
+            print(f"result: FAILED: {r.error}" + (f" (status {r.status})" if r.status else ""))
+    if not r.ok:
+        raise typer.Exit(exits.FAILED)
