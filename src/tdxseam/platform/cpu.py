@@ -111,6 +111,10 @@ class Cpu:
         """
         site = site or call_site()
         while not pred():
+            if self.irq_enabled and self.pending_irqs:
+                # interrupts raised before the spin began: taken now, not lost behind the park
+                self.machine.irq.deliver(self)
+                continue
             self.machine.sched.park(q, what, site, pred)
             if self.irq_enabled and self.pending_irqs:
                 self.machine.irq.deliver(self)
@@ -120,6 +124,8 @@ class Cpu:
         def on_wake() -> None:
             if self.irq_enabled and self.pending_irqs:
                 self.machine.irq.deliver(self)
+        if word.owner is not None:
+            on_wake()  # interrupts already pending are taken before the spin parks
         self.machine.sched.spin_acquire(word, what, site, on_wake)
 
     def sleep_until(self, q: WaitQueue, pred: Callable[[], bool], what: str) -> None:
@@ -128,6 +134,9 @@ class Cpu:
             raise SchedulerError(f"cpu{self.id}: scheduling while atomic at {call_site()}")
         site = call_site()
         while not pred():
+            if self.pending_irqs:
+                self.machine.irq.deliver(self)  # IF=1 here: pending interrupts come first
+                continue
             self.machine.sched.park(q, what, site, pred, sleeping=True)
 
     # ---- the instruction -----------------------------------------------------------------------

@@ -172,7 +172,7 @@ class SpinWord(WaitQueue):
 
     def release(self) -> None:
         self.owner = None
-        if self.waiters:
+        if self.waiters and self not in self.sched._contended:
             self.sched._contended.append(self)
 
 
@@ -404,6 +404,8 @@ class Scheduler:
         if self.running:
             raise SchedulerError("run() is not re-entrant")
         self.running = True
+        if not self.paused:
+            self.deadlock = None  # a new run reports its own ending, not an earlier run's
         self.paused = False
         self._slice_end = None if slice_steps is None else self.steps + slice_steps
         self._main = greenlet.getcurrent()
@@ -459,6 +461,16 @@ class Scheduler:
                         t.glet.throw(_Abort)
                     except _Abort:
                         pass
+                if not t.done:
+                    # gone for good: off its wait queue and its CPU, so later runs never draw it
+                    q = t.waiting_on
+                    if q is not None and t in q.waiters:
+                        q.waiters.remove(t)
+                    t.waiting_on = None
+                    if t in t.cpu.runqueue:
+                        t.cpu.runqueue.remove(t)
+                    if t.cpu.task is t:
+                        t.cpu.task = None
                 t.done = True
         finally:
             self.current = None
