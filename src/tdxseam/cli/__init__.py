@@ -1,7 +1,12 @@
-"""The `tdxseam` command line. Commands import their machinery lazily, so start-up stays quick."""
+"""The `tdxseam` command line. Commands import their machinery lazily, so start-up stays quick.
+
+Help is plain text (no rich): loading rich costs ~100 ms at every `--help`. Every error, usage
+errors included, is one line `tdxseam: error: ...` on stderr with a documented exit code.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -14,17 +19,49 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 from tdxseam.cli import cmd_core  # noqa: E402,F401  (registers commands on `app`)
+from tdxseam.cli import cmd_demo  # noqa: E402,F401
+from tdxseam.cli import cmd_emulate  # noqa: E402,F401
+from tdxseam.cli import cmd_tool  # noqa: E402,F401
 
 
-def main() -> None:
+def _error(message: str, code: int) -> None:
+    print(f"tdxseam: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from typer._click import exceptions as click_exc
+
     try:
-        app()
+        rv = app(args=argv, prog_name="tdxseam", standalone_mode=False)
     except exits.CliError as e:
-        print(f"tdxseam: error: {e}", file=sys.stderr)
-        sys.exit(e.code)
-    except KeyboardInterrupt:
+        _error(str(e), e.code)
+    except click_exc.NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(exits.USAGE)
+    except click_exc.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx is not None else "tdxseam"
+        msg = " ".join(e.format_message().split())
+        _error(f"{msg} (see '{cmd} --help')", exits.USAGE)
+    except click_exc.ClickException as e:
+        _error(" ".join(e.format_message().split()), e.exit_code or exits.FAILED)
+    except (KeyboardInterrupt, typer.Abort):
         print("tdxseam: interrupted", file=sys.stderr)
         sys.exit(exits.INTERRUPTED)
+    except BrokenPipeError:
+        # `tdxseam plan --json | head`: the reader left; not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        finally:
+            sys.exit(exits.OK)
+    except Exception as e:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("TDXSEAM_DEBUG"):
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        _error(f"internal error: {type(e).__name__}: {first} (set TDXSEAM_DEBUG=1 for a traceback)",
+               exits.INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else exits.OK)

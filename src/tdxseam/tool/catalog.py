@@ -1,0 +1,313 @@
+"""Module files and catalogs: what the operator tool can install.
+
+A *module file* is one of: an Intel v1 blob (0x100), a Linux v2 image (0x200), or a `.bin` +
+`.sigstruct` pair (either half named; the other is found beside it). Loading is lenient: a
+container that fails validation is still split where possible, so `verify` can name every
+failure (a bad checksum *and* the SEAMHASH mismatch behind it), not just the first.
+
+A *catalog* is a directory laid out like Intel's binaries repository (spec-formats §0):
+`mapping_file.json`, `joined_files/<a.b>/tdx_module_<x.y.zz>.blob` and
+`separate_files/<a.b>/<x.y.zz>/tdx_module_<x.y.zz>.{bin,sigstruct}`. The mapping file is parsed
+by `formats.mapping`, which turns unknown or missing fields into drift warnings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tdxseam.formats.errors import FormatError, MappingError, VersionError
+from tdxseam.formats.image import (
+    PAGE_SIZE,
+    TDX_BLOB_SIGNATURE,
+    TDX_IMAGE_VERSION_1,
+    TDX_IMAGE_VERSION_2,
+    V1_MIN_MODULE_OFFSET,
+    V1_SIGSTRUCT_OFFSET,
+    parse_v1,
+    parse_v2,
+)
+from tdxseam.formats.mapping import MappingFile, MappingRelease, load_mapping
+from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
+from tdxseam.formats.version import ModuleVersion
+from tdxseam.tool.errors import ToolError
+
+MAPPING_FILE = "mapping_file.json"
+MAX_FILE_SIZE = 16 << 20  # far above the 2 MiB image limit; anything bigger is not a module
+_NAME_RE = re.compile(r"tdx_module_(\d+\.\d+\.\d+)")
+_LINE_DIR_RE = re.compile(r"^\d+\.\d+$")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A named problem: a stable `code` for scripts and a one-line `message` for people."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass
+class ModuleFile:
+    """A module as found on disk: its parts if they could be located, and container issues."""
+
+    path: Path  # the blob / image, or the .bin of a pair
+    format: str  # "v1", "v2", "pair" or "unknown"
+    sigstruct: bytes | None
+    module: bytes | None
+    issues: list[Issue] = field(default_factory=list)
+    sigstruct_path: Path | None = None  # the .sigstruct of a pair
+    raw: bytes | None = None  # the container as read (v1/v2)
+
+    @property
+    def name_version(self) -> ModuleVersion | None:
+        """The version in Intel's file name `tdx_module_<x.y.zz>.*`, if it has one."""
+        return version_from_name(self.path.name)
+
+    @property
+    def display(self) -> str:
+        if self.sigstruct_path is not None:
+            return f"{self.path} + {self.sigstruct_path.name}"
+        return str(self.path)
+
+
+def version_from_name(name: str) -> ModuleVersion | None:
+    m = _NAME_RE.search(name)
+    if m is None:
+        return None
+    try:
+        return ModuleVersion.parse(m.group(1))
+    except VersionError:
+        return None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_SIZE:
+            raise ToolError(f"{path}: {size} bytes is too large to be a TDX module file")
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise ToolError(f"{path}: is a directory, not a module file") from None
+    except OSError as exc:
+        raise ToolError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def container_kind(data: bytes) -> str | None:
+    """"v1"/"v2" by header version *or* magic, so a damaged header is still recognised."""
+    version = int.from_bytes(data[:2], "little") if len(data) >= 2 else -1
+    if data[8:16] == TDX_BLOB_SIGNATURE or (version == TDX_IMAGE_VERSION_1 and len(data) >= PAGE_SIZE):
+        return "v1"
+    if data[4:12] == TDX_BLOB_SIGNATURE or (version == TDX_IMAGE_VERSION_2 and len(data) >= PAGE_SIZE):
+        return "v2"
+    return None
+
+
+def split_container(data: bytes, kind: str) -> tuple[bytes | None, bytes | None, list[Issue]]:
+    """(sigstruct, module, issues): strict validation first, then a best-effort split."""
+    issues: list[Issue] = []
+    try:
+        if kind == "v1":
+            v1 = parse_v1(data)
+            return v1.sigstruct, v1.module, issues
+        v2 = parse_v2(data)
+        return v2.sigstruct, v2.module, issues
+    except FormatError as exc:
+        issues.append(Issue(f"{kind}.{exc.code}", str(exc)))
+    sig = data[PAGE_SIZE : PAGE_SIZE + SIGSTRUCT_SIZE] if len(data) >= PAGE_SIZE + SIGSTRUCT_SIZE else None
+    if kind == "v1":
+        off = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else 0
+        if off % PAGE_SIZE or not V1_MIN_MODULE_OFFSET <= off < len(data):
+            off = V1_MIN_MODULE_OFFSET
+        assert V1_SIGSTRUCT_OFFSET == PAGE_SIZE
+    else:
+        sig_pages = struct.unpack_from("<I", data, 12)[0] if len(data) >= 16 else 1
+        off = PAGE_SIZE * (1 + sig_pages) if sig_pages == 1 else 2 * PAGE_SIZE
+    module = data[off:] if len(data) > off else None
+    return sig, module, issues
+
+
+def _looks_like_sigstruct(data: bytes) -> bool:
+    return len(data) == SIGSTRUCT_SIZE
+
+
+def load_module_file(path: str | os.PathLike[str]) -> ModuleFile:
+    """Load one module file; ToolError (BAD_INPUT) only if it cannot be read at all."""
+    path = Path(path)
+    data = _read(path)
+    kind = container_kind(data)
+    if kind is not None:
+        return module_from_bytes(data, path)
+    if path.suffix == ".sigstruct" or (_looks_like_sigstruct(data) and path.suffix != ".bin"):
+        return _load_pair(path.with_suffix(".bin"), path, sigstruct=data)
+    return _load_pair(path, path.with_suffix(".sigstruct"), module=data)
+
+
+def module_from_bytes(data: bytes, path: str | os.PathLike[str] = "image") -> ModuleFile:
+    """A v1 blob or v2 image already in memory (`path` only names it, e.g. for its version)."""
+    data = bytes(data)
+    kind = container_kind(data)
+    if kind is None:
+        return ModuleFile(Path(path), "unknown", None, None,
+                          [Issue("format", "not a v1 blob (0x100) or v2 image (0x200)")], raw=data)
+    sig, module, issues = split_container(data, kind)
+    return ModuleFile(Path(path), kind, sig, module, issues, raw=data)
+
+
+def _load_pair(bin_path: Path, sig_path: Path, *, sigstruct: bytes | None = None,
+               module: bytes | None = None) -> ModuleFile:
+    issues: list[Issue] = []
+    if sigstruct is None:
+        if not sig_path.exists():
+            return ModuleFile(bin_path, "unknown", None, module, [Issue(
+                "format", f"not a v1 blob or v2 image, and no {sig_path.name} beside it")])
+        sigstruct = _read(sig_path)
+    if module is None:
+        if not bin_path.exists():
+            return ModuleFile(bin_path, "pair", sigstruct, None, [Issue(
+                "pair.missing_module", f"{sig_path.name} has no {bin_path.name} beside it")],
+                sigstruct_path=sig_path)
+        module = _read(bin_path)
+    if len(sigstruct) != SIGSTRUCT_SIZE:
+        issues.append(Issue("pair.sigstruct_length",
+                            f"{sig_path.name} is {len(sigstruct)} bytes, a sigstruct is {SIGSTRUCT_SIZE}"))
+        sigstruct = None
+    if not module:
+        issues.append(Issue("pair.empty_module", f"{bin_path.name} is empty"))
+        module = None
+    return ModuleFile(bin_path, "pair", sigstruct, module, issues, sigstruct_path=sig_path)
+
+
+def load_module_files(paths: list[str]) -> list[ModuleFile]:
+    """Load FILE arguments; `x.bin x.sigstruct` given together count as one module."""
+    out: list[ModuleFile] = []
+    seen: set[tuple[str, str]] = set()
+    for p in paths:
+        path = Path(p)
+        if path.suffix in (".bin", ".sigstruct"):
+            key = (str(path.parent), path.stem)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(load_module_file(path))
+    return out
+
+
+# -- catalog -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CatalogRelease:
+    """One version in a catalog: its file (if any), its mapping entry (if any), and notes."""
+
+    version: ModuleVersion
+    file: ModuleFile | None
+    mapping: MappingRelease | None
+    in_joined_files: bool  # Intel's tool sees only joined_files blobs
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.mapping
+        return {
+            "version": str(self.version),
+            "file": self.file.display if self.file else None,
+            "format": self.file.format if self.file else None,
+            "mapping": None if m is None else {
+                "min_module_version_for_td_preserving": str(m.min_module_version_for_td_preserving),
+                "min_seamldr_versions": [str(v) for v in m.min_seamldr_versions],
+                "tdx_feature0": None if m.tdx_feature0 is None else f"0x{m.tdx_feature0:X}",
+                "strict_compat_versions": [str(v) for v in m.strict_compat_versions],
+            },
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class Catalog:
+    path: Path
+    mapping: MappingFile
+    releases: list[CatalogRelease]  # newest first
+    warnings: list[str]  # mapping drift and catalog oddities
+
+    def get(self, version: ModuleVersion) -> CatalogRelease | None:
+        return next((r for r in self.releases if r.version == version), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "mapping_version": self.mapping.header.version,
+            "releases": len(self.releases),
+            "warnings": self.warnings,
+        }
+
+
+def _same_parts(a: ModuleFile, b: ModuleFile) -> bool:
+    return a.sigstruct == b.sigstruct and a.module == b.module
+
+
+def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Read a catalog directory; ToolError if it or its mapping file is unusable."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ToolError(f"catalog {root}: not a directory")
+    mpath = root / MAPPING_FILE
+    if not mpath.is_file():
+        raise ToolError(f"catalog {root}: no {MAPPING_FILE} (is this a copy of Intel's binaries repository?)")
+    try:
+        mapping = load_mapping(mpath)
+    except MappingError as exc:
+        raise ToolError(f"catalog {root}: {exc}") from None
+    warnings = [f"{MAPPING_FILE}: {w}" for w in mapping.warnings]
+
+    files: dict[ModuleVersion, tuple[ModuleFile, bool]] = {}
+    dup_notes: dict[ModuleVersion, list[str]] = {}
+    joined = root / "joined_files"
+    if joined.is_dir():
+        for line_dir in sorted(joined.iterdir()):
+            if not (line_dir.is_dir() and _LINE_DIR_RE.match(line_dir.name)):
+                continue
+            for f in sorted(line_dir.glob("tdx_module_*.blob")):
+                v = version_from_name(f.name)
+                if v is None:
+                    warnings.append(f"{f.relative_to(root)}: no version in the file name; skipped")
+                    continue
+                if f"{v.major}.{v.minor}" != line_dir.name:
+                    warnings.append(f"{f.relative_to(root)}: version {v} filed under {line_dir.name}/")
+                files[v] = (load_module_file(f), True)
+    separate = root / "separate_files"
+    if separate.is_dir():
+        for f in sorted(separate.glob("*/*/tdx_module_*.bin")):
+            v = version_from_name(f.name)
+            if v is None:
+                warnings.append(f"{f.relative_to(root)}: no version in the file name; skipped")
+                continue
+            mf = load_module_file(f)
+            if v in files:
+                if not _same_parts(files[v][0], mf):
+                    dup_notes.setdefault(v, []).append(
+                        f"{f.relative_to(root)} and its sigstruct differ from the joined blob")
+                continue
+            files[v] = (mf, False)
+
+    releases: list[CatalogRelease] = []
+    for v, (mf, in_joined) in files.items():
+        rel = CatalogRelease(v, mf, mapping.get(v), in_joined, dup_notes.get(v, []))
+        if rel.mapping is None:
+            rel.notes.append(f"no entry in {MAPPING_FILE}")
+        if not in_joined:
+            rel.notes.append("only in separate_files (Intel's tool looks at joined_files only)")
+        releases.append(rel)
+    for m in mapping:
+        if m.version not in files:
+            releases.append(CatalogRelease(m.version, None, m, False, ["listed in the mapping file, no file"]))
+    releases.sort(key=lambda r: r.version, reverse=True)
+    return Catalog(root, mapping, releases, warnings)
