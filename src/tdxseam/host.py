@@ -7,9 +7,13 @@ This is the one place that knows all three layers; it plays the part of the plat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
+from tdxseam.formats.image import extract
+from tdxseam.formats.sigstruct import INTEL_KEY_HASH
+from tdxseam.formats.testsign import DEFAULT_CPUIDS, make_module, signing_key
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.kernel import Kernel
 from tdxseam.kernel.locks import local_irq_restore, local_irq_save
@@ -17,8 +21,7 @@ from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_config, tdx_read_sysin
 from tdxseam.platform.machine import Machine
 from tdxseam.platform.sched import Deadlock
 from tdxseam.seam.firmware import SeamFirmware
-from tdxseam.seam.module import TdxModule
-from tdxseam.seam.pseamldr import PSeamldr, SeamldrBuild
+from tdxseam.seam.pseamldr import MAX_NUM_OF_LPS, PSeamldr, SeamldrBuild
 
 
 class BootError(RuntimeError):
@@ -39,16 +42,37 @@ class DeclaredModule:
     num_handoff_pages: int = 13
 
 
+@lru_cache(maxsize=32)
+def synthesize(declared: DeclaredModule, cpuids: tuple[int, ...]) -> tuple[bytes, bytes]:
+    """A test-signed synthetic module that declares exactly `declared`: (sigstruct, module).
+
+    Its CPUID table names every CPU of spec-formats §9 plus `cpuids`, so it loads on the host.
+    """
+    d = declared
+    date = int(f"{d.build_date:x}") if f"{d.build_date:x}".isdigit() else d.build_date
+    table = tuple(dict.fromkeys(DEFAULT_CPUIDS + cpuids))
+    return make_module(d.version, features0=d.features0, build=d.build_num, date=date,
+                       module_hv=d.module_hv, min_update_hv=d.min_update_hv,
+                       no_downgrade=d.no_downgrade, num_handoff_pages=d.num_handoff_pages,
+                       cpuids=table)
+
+
 class EmulatedHost:
     def __init__(self, cpus: int = 8, *, seed: int = 0, module: Any = None,
                  seamldr: SeamldrBuild | None = None, mutations: frozenset[str] = frozenset(),
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
-                 cpuid_1_eax: int | None = None) -> None:
+                 cpuid_1_eax: int | None = None, trust_test_key: bool = True) -> None:
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, **kw)
         self.fw = SeamFirmware(self.machine)
-        self.pseamldr = PSeamldr(self.fw, seamldr)
+        if seamldr is None and cpus > MAX_NUM_OF_LPS:
+            # The 1.5 P-SEAMLDR's LP bitmaps hold 1024 LPs; a bigger emulated platform gets a
+            # loader sized for it rather than one that could never load a module.
+            seamldr = replace(SeamldrBuild(), max_lps=cpus)
+        # A "test" host (the default) trusts the deterministic test key besides Intel's.
+        trusted = (INTEL_KEY_HASH, signing_key().key_hash) if trust_test_key else (INTEL_KEY_HASH,)
+        self.pseamldr = PSeamldr(self.fw, seamldr, trusted_key_hashes=trusted)
         self.kernel = Kernel(self.machine, mutations=mutations)
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
         self._boot()
@@ -58,9 +82,29 @@ class EmulatedHost:
         return self.machine.sched
 
     def _firmware_load(self, module: Any) -> None:
-        """What the BIOS does before the OS: load the first module and mark SEAM ready."""
-        TdxModule(self.fw, module)
-        self.fw.seamextend.seam_ready = 1
+        """What the BIOS does before the OS: SEAMLDR.INSTALL (LOAD) of the first module on every LP.
+
+        `module` is a `DeclaredModule` (booted as a test-signed synthetic module declaring the same
+        version, features and handoff values: the default is 1.5.06-like), a module image (Intel's
+        v1 blob or a Linux v2 image), or a (sigstruct, module) pair of bytes. Everything goes
+        through the P-SEAMLDR, so SEAMEXTEND, SEAMDB and SYS_INFO_TABLE are what an install makes.
+        """
+        if isinstance(module, DeclaredModule):
+            cpuids = tuple(sorted({c.cpuid_1_eax for c in self.machine.cpus}))
+            sigstruct, body = synthesize(module, cpuids)
+        elif isinstance(module, (bytes, bytearray, memoryview)):
+            parts = extract(bytes(module), what="boot module image")
+            sigstruct, body = parts.sigstruct, parts.module
+        elif isinstance(module, tuple) and len(module) == 2:
+            sigstruct, body = bytes(module[0]), bytes(module[1])
+        else:
+            raise TypeError(f"cannot boot a {type(module).__name__}: give a DeclaredModule, an "
+                            "image, or (sigstruct, module) bytes")
+        result = self.fw.boot_load(sigstruct, body)
+        if not result.ok:
+            problems = self.pseamldr.last_install.problems if self.pseamldr.last_install else []
+            detail = f": {problems[0]}" if problems else ""
+            raise BootError(f"firmware could not load the TDX module: {result}{detail}")
 
     def _boot(self) -> None:
         def cpu_up() -> int:

@@ -1,22 +1,64 @@
-"""The TDX module, as far as boot, metadata reads and runtime update need it (spec-firmware.md §10-§12).
+"""The TDX module: boot, metadata, runtime update and TDs (spec-firmware.md §10-§13).
 
-Leaves are single-step: the TDX module admits many LPs at once (it has its own locks), so the
-door does not serialise it and the scheduler need not see inside it.
+A `TdxModule` is one module *instance*: created by SEAMLDR.INSTALL when a load succeeds, with its
+global data zeroed (SYSINIT_PENDING), and discarded when the P-SEAMLDR wipes the module range.
+What it knows about itself:
+- `build` (`ModuleBuild`): what the binary is (version, build, TDX_FEATURES0) and its compile-time
+  handoff constants (TDX_MODULE_HV, TDX_MIN_UPDATE_HV, TDX_NO_DOWNGRADE, TDX_MIN_HANDOFF_PAGES).
+  It comes from `formats.identity.module_identity` (a 2.0 sigstruct's version, Intel's known
+  releases by SEAMHASH, or a synthetic module's identity header). When nothing identifies the
+  binary, the module still loads (the P-SEAMLDR does not care) but `build` is None and TDH.SYS.INIT
+  fails with TDX_SYS_INCOMPATIBLE_SIGSTRUCT: a module whose compile-time constants are unknown
+  cannot be checked against its sigstruct, and the real check would fail for any mismatch.
+- `layout` (`SeamLayout`): where INSTALL put its regions; SYS_INFO_TABLE is read from emulated
+  memory at SEAMRR.base, the handoff header at the start of the data region.
+
+The TDX module admits many LPs at once (it has its own locks), so the door does not serialise it.
+Leaves run in one scheduler step, except TDH.VP.ENTER, which keeps the LP busy while the guest runs
+(so TDH.SYS.SHUTDOWN on another LP can meet a busy LP, as on hardware). Because the leaves that
+take the module's global lock (SYS.INIT, SYS.SHUTDOWN, SYS.UPDATE; LP.INIT shared) never yield
+inside, that lock is never contended here and its TDX_SYS_BUSY paths are not modelled.
+`fw.disabled_checks` switches named checks off (see `CHECKS`), to prove tests rely on each.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tdxseam.formats.identity import module_identity
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
+from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
+from tdxseam.formats.synthetic import SyntheticHeader
+from tdxseam.formats.version import ModuleVersion
 from tdxseam.platform.cpu import Cpu, Regs
+from tdxseam.seam.layout import (
+    HANDOFF_HEADER_SIZE,
+    SYSINFO_MODULE_HV,
+    SYSINFO_TOT_NUM_LPS,
+    HandoffHeader,
+    SeamLayout,
+    SysInfoHandoff,
+    handoff_capacity,
+)
+from tdxseam.seam.td import (
+    TD_LEAVES,
+    HandoffDataError,
+    TdRegistry,
+    deserialize_handoff,
+    scramble_mrtd,
+    serialize_handoff,
+)
 
 if TYPE_CHECKING:
     from tdxseam.seam.firmware import SeamFirmware
 
 TDX_FEATURES0_TD_PRESERVING = 1 << 1
+TDX_FEATURES0_UPDATE_COMPAT = 1 << 47  # newer modules: SYS.SHUTDOWN knows AVOID_COMPAT_SENSITIVE
+SHUTDOWN_AVOID_COMPAT_SENSITIVE = 1 << 16  # TDH.SYS.SHUTDOWN RCX bit 16 (newer modules only)
+SEAMOPS_NEEDED_BY_SYS_INIT = (1 << 4) | (1 << 5)  # SEAMDB_GETREF, SEAMDB_REPORT
 
 
 class SysState(IntEnum):
@@ -58,41 +100,139 @@ _ALLOWED_NOT_READY = {
 _NEEDS_LP_INIT = {TdxLeaf.TDH_SYS_RD, TdxLeaf.TDH_SYS_RDALL, TdxLeaf.TDH_SYS_INFO}
 
 
-class TdxModule:
-    """One loaded TDX module. `identity` says what the binary is (version, build, features)."""
+@dataclass(frozen=True)
+class ModuleBuild:
+    """What a module binary is, and the constants compiled into it."""
 
-    def __init__(self, fw: SeamFirmware, identity: Any) -> None:
+    version: ModuleVersion
+    build_num: int
+    build_date: int  # decimal yyyymmdd, as TDH.SYS.RD reports it
+    features0: int
+    module_hv: int  # TDX_MODULE_HV
+    min_update_hv: int  # TDX_MIN_UPDATE_HV
+    no_downgrade: int  # TDX_NO_DOWNGRADE
+    min_handoff_pages: int  # TDX_MIN_HANDOFF_PAGES
+    source: str  # "sigstruct", "known-release" or "synthetic"
+
+
+def _bcd_date(d: int) -> int:
+    text = f"{d:08x}"
+    return int(text) if text.isdigit() else d
+
+
+def module_build(sig: Sigstruct, module: bytes) -> ModuleBuild | None:
+    """Identify a loaded binary; None when neither its sigstruct nor its bytes say what it is.
+
+    Compile-time constants: a synthetic module declares them in its identity header (so a test
+    can make them disagree with the sigstruct); for Intel's releases and other real binaries they
+    are taken to be what the vendor signed into the sigstruct (all shipped releases: HV 0).
+    Unknown TDX_FEATURES0 (a 2.0 sigstruct of a release not in the table) reads as 0.
+    """
+    ident = module_identity(sig, module)
+    if ident is None:
+        return None
+    synth = SyntheticHeader.find(module)
+    if synth is not None:
+        date = synth.build_date
+        consts = (synth.module_hv, synth.min_update_hv, synth.no_downgrade, synth.num_handoff_pages + 1)
+    else:
+        date = _bcd_date(sig.date)
+        consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
+    return ModuleBuild(ident.version, ident.build or 0, date, ident.tdx_features0 or 0, *consts,
+                       source=ident.source.value)
+
+
+class TdxModule:
+    """One loaded TDX module instance (see the module docstring)."""
+
+    # Scheduler steps a vCPU spends in the guest inside TDH.VP.ENTER.
+    vp_enter_steps = 3
+    CHECKS = (
+        "shutdown_hv", "shutdown_busy", "shutdown_compat", "update_state", "update_handoff",
+        "init_sigstruct", "td_op_state", "vcpu_state",
+    )
+
+    def __init__(self, fw: SeamFirmware, build: ModuleBuild | None, layout: SeamLayout) -> None:
         self.fw = fw
-        self.identity = identity
+        self.build = build
+        self.layout = layout
         self.sys_state = SysState.SYSINIT_PENDING
         self.num_of_lps = 0
         self.lp_init_done: set[int] = set()
         self.packages_configured: set[int] = set()
         self.lp_busy: set[int] = set()
-        fw.module = self
+        # global data copied from SYS_INFO_TABLE at TDH.SYS.INIT
+        self.module_hv = 0
+        self.min_update_hv = 0
+        self.no_downgrade = 0
+        self.num_handoff_pages = 0
+        self.seamdb_index: int | None = None
+        self.seamdb_nonce = 0
+        self.tds = TdRegistry()
+        self.rdrand_failures = 0  # fault knob: the next N RDRANDs fail (TDX_RND_NO_ENTROPY)
+        self.updated_from_handoff = False
+        self.corrupted_builds: list[int] = []  # TDR PAs of TDs restored mid-build (erratum)
+
+    def __repr__(self) -> str:
+        v = self.build.version if self.build else "unidentified"
+        return f"<TdxModule {v} {self.sys_state.name}>"
 
     @property
     def machine(self):
         return self.fw.machine
 
+    @property
+    def identity(self) -> ModuleBuild | None:
+        return self.build
+
+    @property
+    def ready(self) -> bool:
+        return self.sys_state == SysState.SYS_READY
+
+    def enabled(self, check: str) -> bool:
+        return check not in self.fw.disabled_checks
+
+    def _rdrand_ok(self) -> bool:
+        if self.rdrand_failures > 0:
+            self.rdrand_failures -= 1
+            return False
+        return True
+
+    # ---- SEAM memory ------------------------------------------------------------------------------
+
+    def sysinfo_handoff(self) -> SysInfoHandoff:
+        """The sigstruct values the P-SEAMLDR put in SYS_INFO_TABLE."""
+        return SysInfoHandoff.from_bytes(self.machine.mem.read(self.layout.sysinfo_pa + SYSINFO_MODULE_HV, 8))
+
+    def handoff_header(self) -> HandoffHeader:
+        return HandoffHeader.from_bytes(self.machine.mem.read(self.layout.handoff_pa, HANDOFF_HEADER_SIZE))
+
+    def handoff_capacity(self) -> int:
+        return handoff_capacity(self.num_handoff_pages)
+
     def metadata(self) -> dict[int, int]:
-        ident = self.identity
-        v = ident.version
+        b = self.build
+        if b is None:  # unreachable in practice: SYS.RD needs LP.INIT, which needs SYS.INIT
+            return {MdField.VENDOR_ID: 0x8086}
+        hdr = self.handoff_header()
         return {
             MdField.VENDOR_ID: 0x8086,
-            MdField.BUILD_DATE: getattr(ident, "build_date", 0),
-            MdField.BUILD_NUM: getattr(ident, "build_num", 0),
-            MdField.MINOR_VERSION: v.minor,
-            MdField.MAJOR_VERSION: v.major,
-            MdField.UPDATE_VERSION: v.update,
+            MdField.BUILD_DATE: b.build_date,
+            MdField.BUILD_NUM: b.build_num,
+            MdField.MINOR_VERSION: b.version.minor,
+            MdField.MAJOR_VERSION: b.version.major,
+            MdField.UPDATE_VERSION: b.version.update,
             MdField.INTERNAL_VERSION: 0,
-            MdField.MODULE_HV: getattr(ident, "module_hv", 0),
-            MdField.MIN_UPDATE_HV: getattr(ident, "min_update_hv", 0),
-            MdField.NO_DOWNGRADE: getattr(ident, "no_downgrade", 0),
-            MdField.NUM_HANDOFF_PAGES: getattr(ident, "num_handoff_pages", 0),
+            MdField.MODULE_HV: self.module_hv,
+            MdField.MIN_UPDATE_HV: self.min_update_hv,
+            MdField.NO_DOWNGRADE: self.no_downgrade,
+            MdField.NUM_HANDOFF_PAGES: self.num_handoff_pages,
+            MdField.HANDOFF_DATA_VALID: hdr.valid,
+            MdField.HANDOFF_DATA_HV: hdr.hv,
+            MdField.HANDOFF_DATA_SIZE: hdr.size,
             MdField.SYS_ATTRIBUTES: 0,
             MdField.NUM_TDX_FEATURES: 1,
-            MdField.TDX_FEATURES0: ident.features0,
+            MdField.TDX_FEATURES0: b.features0,
         }
 
     # ---- dispatch ------------------------------------------------------------------------------
@@ -103,7 +243,7 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RAX
             return
         leaf = rax & 0xFFFF
-        if (rax >> 16) & 0xFF:  # no SYS leaf takes a version
+        if (rax >> 16) & 0xFF:  # no modelled leaf takes a version
             regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RAX
             return
         handler = self._leaves.get(leaf)
@@ -135,7 +275,25 @@ class TdxModule:
         if self.sys_state != SysState.SYSINIT_PENDING:
             regs.rax = TdxStatus.TDX_SYS_INIT_NOT_PENDING
             return
-        self.num_of_lps = self.machine.ncpus
+        if self.fw.seamops_capabilities & SEAMOPS_NEEDED_BY_SYS_INIT != SEAMOPS_NEEDED_BY_SYS_INIT:
+            regs.rax = TdxStatus.TDX_INCOMPATIBLE_SEAM_CAPABILITIES
+            return
+        # check_module_build_time_defs: the sigstruct's values against the compiled-in ones
+        si = self.sysinfo_handoff()
+        self.module_hv, self.min_update_hv = si.module_hv, si.min_update_hv
+        self.no_downgrade, self.num_handoff_pages = si.no_downgrade, si.num_handoff_pages
+        b = self.build
+        if (b is None or si.module_hv != b.module_hv or si.min_update_hv < b.min_update_hv
+                or (b.no_downgrade and not si.no_downgrade)
+                or si.num_handoff_pages + 1 < b.min_handoff_pages) and self.enabled("init_sigstruct"):
+            regs.rax = TdxStatus.TDX_SYS_INCOMPATIBLE_SIGSTRUCT
+            return
+        _res, self.seamdb_index, self.seamdb_nonce = self.fw.seamdb.getref()
+        if not self._rdrand_ok():  # the module's stack canary
+            regs.rax = TdxStatus.TDX_RND_NO_ENTROPY
+            return
+        tot = self.machine.mem.read(self.layout.sysinfo_pa + SYSINFO_TOT_NUM_LPS, 4)
+        self.num_of_lps = int.from_bytes(tot, "little")
         self.lp_init_done.clear()
         self.sys_state = SysState.SYSINIT_DONE
         regs.rax = TdxStatus.TDX_SUCCESS
@@ -147,8 +305,15 @@ class TdxModule:
         if cpu.id in self.lp_init_done:
             regs.rax = TdxStatus.TDX_SYS_LP_INIT_DONE
             return
+        if not self._rdrand_ok():  # seeding the LP's LFSR
+            regs.rax = TdxStatus.TDX_RND_NO_ENTROPY
+            return
         self.lp_init_done.add(cpu.id)
         regs.rax = TdxStatus.TDX_SUCCESS
+
+    @property
+    def num_of_init_lps(self) -> int:
+        return len(self.lp_init_done)
 
     def sys_config(self, cpu: Cpu, regs: Regs) -> None:
         if self.sys_state != SysState.SYSINIT_DONE or len(self.lp_init_done) != self.num_of_lps:
@@ -161,7 +326,7 @@ class TdxModule:
         if self.sys_state != SysState.SYSCONFIG_DONE:
             regs.rax = TdxStatus.TDX_SYS_STATE_INCORRECT
             return
-        self.packages_configured.add(cpu.id * self.machine.sockets // self.machine.ncpus)
+        self.packages_configured.add(self.fw.package_of(cpu))
         regs.rax = TdxStatus.TDX_SUCCESS
 
     def tdmr_init(self, cpu: Cpu, regs: Regs) -> None:
@@ -169,6 +334,10 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_SYS_STATE_INCORRECT
             return
         self.sys_state = SysState.SYS_READY
+        regs.rax = TdxStatus.TDX_SUCCESS
+
+    def lp_shutdown(self, cpu: Cpu, regs: Regs) -> None:
+        """Deprecated in the module source: a placeholder that succeeds."""
         regs.rax = TdxStatus.TDX_SUCCESS
 
     # ---- metadata -----------------------------------------------------------------------------
@@ -185,6 +354,73 @@ class TdxModule:
         regs.r8 = value
         regs.rax = TdxStatus.TDX_SUCCESS
 
+    # ---- runtime update (§10.4, §10.5) ---------------------------------------------------------
+
+    def sys_shutdown(self, cpu: Cpu, regs: Regs) -> None:
+        """RCX = requested handoff version. Serialise the handoff data and stop answering."""
+        hv = regs.rcx
+        features = self.build.features0 if self.build else 0
+        avoid_compat = bool(features & TDX_FEATURES0_UPDATE_COMPAT and hv & SHUTDOWN_AVOID_COMPAT_SENSITIVE)
+        if avoid_compat:
+            hv &= ~SHUTDOWN_AVOID_COMPAT_SENSITIVE
+        # the full 64-bit RCX is compared: any other high bit fails
+        if (hv < self.min_update_hv or hv > self.module_hv
+                or (self.no_downgrade and hv != self.module_hv)) and self.enabled("shutdown_hv"):
+            regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RCX
+            return
+        self.sys_state = SysState.SYS_SHUTDOWN
+        if len(self.lp_busy) > 1 and self.enabled("shutdown_busy"):
+            self.sys_state = SysState.SYS_READY  # another LP is in SEAM mode
+            regs.rax = TdxStatus.TDX_SYS_BUSY
+            return
+        if avoid_compat and self.tds.any_in_build() and self.enabled("shutdown_compat"):
+            self.sys_state = SysState.SYS_READY
+            regs.rax = TdxStatus.TDX_UPDATE_COMPAT_SENSITIVE
+            return
+        payload = serialize_handoff(hv, self.tds, self.packages_configured)
+        if not 0 < len(payload) <= self.handoff_capacity():
+            # the TD leaves keep the state within the handoff area; reaching this is a model bug
+            raise AssertionError(f"handoff payload of {len(payload)} bytes does not fit")
+        mem = self.machine.mem
+        mem.write(self.layout.handoff_pa + HANDOFF_HEADER_SIZE, payload)
+        mem.write(self.layout.handoff_pa, HandoffHeader(1, hv, len(payload)).to_bytes())
+        self.machine.emit("module-shutdown", f"handoff hv={hv} size={len(payload)} tds={len(self.tds)}")
+        regs.rax = TdxStatus.TDX_SUCCESS
+
+    def sys_update(self, cpu: Cpu, regs: Regs) -> None:
+        """No inputs: rebuild the predecessor's state from the handoff data, then SYS_READY."""
+        if (self.sys_state != SysState.SYSINIT_DONE or self.num_of_init_lps < self.num_of_lps) \
+                and self.enabled("update_state"):
+            regs.rax = TdxStatus.TDX_SYS_STATE_INCORRECT
+            return
+        hdr = self.handoff_header()
+        if (not hdr.valid or hdr.hv < self.min_update_hv or hdr.hv > self.module_hv) \
+                and self.enabled("update_handoff"):
+            regs.rax = TdxStatus.TDX_SYS_INVALID_HANDOFF
+            return
+        # The real module treats a size beyond its own handoff area, or a payload it cannot read,
+        # as a fatal error; the model answers TDX_SYS_INVALID_HANDOFF and stays in SYSINIT_DONE.
+        if not 0 < hdr.size <= self.handoff_capacity():
+            regs.rax = TdxStatus.TDX_SYS_INVALID_HANDOFF
+            return
+        data = self.machine.mem.read(self.layout.handoff_pa + HANDOFF_HEADER_SIZE, hdr.size)
+        try:
+            tds, packages = deserialize_handoff(hdr.hv, data)
+        except HandoffDataError:
+            regs.rax = TdxStatus.TDX_SYS_INVALID_HANDOFF
+            return
+        for td in tds.tds.values():
+            if td.in_build:  # the TD-build erratum (spec-linux §9): its measurement is now wrong
+                td.mrtd = scramble_mrtd(td.mrtd)
+                self.corrupted_builds.append(td.tdr_pa)
+        self.tds = tds
+        self.packages_configured = packages
+        self.machine.mem.write(self.layout.handoff_pa, HandoffHeader(0, hdr.hv, 0).to_bytes())
+        self.sys_state = SysState.SYS_READY
+        self.updated_from_handoff = True
+        self.machine.emit("module-update", f"restored {len(tds)} TDs from handoff hv={hdr.hv}")
+        regs.rax = TdxStatus.TDX_SUCCESS
+
     _leaves = {
         TdxLeaf.TDH_SYS_INIT: sys_init,
         TdxLeaf.TDH_SYS_LP_INIT: lp_init,
@@ -192,4 +428,8 @@ class TdxModule:
         TdxLeaf.TDH_SYS_KEY_CONFIG: key_config,
         TdxLeaf.TDH_SYS_TDMR_INIT: tdmr_init,
         TdxLeaf.TDH_SYS_RD: sys_rd,
+        TdxLeaf.TDH_SYS_LP_SHUTDOWN: lp_shutdown,
+        TdxLeaf.TDH_SYS_SHUTDOWN: sys_shutdown,
+        TdxLeaf.TDH_SYS_UPDATE: sys_update,
+        **TD_LEAVES,
     }
