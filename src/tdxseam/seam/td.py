@@ -66,16 +66,8 @@ GPA_LEVEL_MASK = 0x7  # bits 2:0 of the GPA operand: mapping level, 0 = 4 KiB
 GPA_MAX = 1 << 52
 
 
-class TdStatus(IntEnum):
-    """TD-leaf statuses not in formats.status (values from tdx_error_codes_defs.h)."""
-
-    TDX_PAGE_METADATA_INCORRECT = 0xC000_0300_0000_0000
-    TDX_OP_STATE_INCORRECT = 0xC000_0608_0000_0000
-    TDX_VCPU_STATE_INCORRECT = 0xC000_0700_0000_0000
-    TDX_MAX_VCPUS_EXCEEDED = 0xC000_0705_0000_0000
-    TDX_HKID_NOT_FREE = 0xC000_0820_0000_0000
-    TDX_EPT_WALK_FAILED = 0xC000_0B00_0000_0000
-    TDX_EPT_ENTRY_NOT_FREE = 0xC000_0B02_0000_0000
+# TD-leaf statuses live with every other status, in formats.status.
+TdStatus = TdxStatus
 
 
 class OpState(IntEnum):
