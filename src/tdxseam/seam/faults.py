@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tdxseam.formats.leaves import leaf_name
+from tdxseam.formats.leaves import SeamldrLeaf, TdxLeaf, leaf_name
+from tdxseam.formats.status import SeamldrStatus, TdxStatus
 from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
 
 _ENDS = {"vmfailinvalid": SeamcallEnd.VMFAILINVALID, "gp": SeamcallEnd.GP, "ud": SeamcallEnd.UD}
@@ -69,3 +70,58 @@ class FaultPlan:
 def install_fault_plan(fw, plan: FaultPlan | None) -> None:
     """Attach `plan` to a machine's SEAM firmware (None removes it)."""
     fw.fault_hook = plan
+
+
+class FaultSpecError(ValueError):
+    """A fault spec that does not parse; the message names the bad part."""
+
+
+def _leaf_value(name: str) -> int:
+    key = name.strip().upper().replace(".", "_")
+    for enum in (SeamldrLeaf, TdxLeaf):
+        if key in enum.__members__:
+            return int(enum[key])
+    raise FaultSpecError(f"unknown leaf {name!r} (e.g. P_SEAMLDR_INSTALL, TDH_SYS_SHUTDOWN)")
+
+
+def _status_value(text: str) -> int | str:
+    t = text.strip()
+    if t.lower() in _ENDS:
+        return t.lower()
+    for enum in (SeamldrStatus, TdxStatus):
+        if t.upper() in enum.__members__:
+            return int(enum[t.upper()])
+    try:
+        v = int(t, 0)
+    except ValueError:
+        raise FaultSpecError(f"unknown status {text!r} (a name such as EBADHASH, a hex value, "
+                             "or vmfailinvalid/gp/ud)") from None
+    if not 0 < v < 1 << 64:
+        raise FaultSpecError(f"status {text!r} is not a non-zero 64-bit value")
+    return v
+
+
+def parse_fault_spec(spec: str) -> FaultRule:
+    """`LEAF[@CPU][#N]=STATUS`, e.g. `P_SEAMLDR_INSTALL@1=EBADHASH`, `TDH_SYS_SHUTDOWN=0xc000010000000001`.
+
+    N is the n-th matching call (default 1); `#*` fails every matching call.
+    """
+    if "=" not in spec:
+        raise FaultSpecError(f"{spec!r}: expected LEAF[@CPU][#N]=STATUS")
+    lhs, status = spec.split("=", 1)
+    nth: int | None = 1
+    if "#" in lhs:
+        lhs, n = lhs.split("#", 1)
+        if n == "*":
+            nth = None
+        elif n.isdigit() and int(n) >= 1:
+            nth = int(n)
+        else:
+            raise FaultSpecError(f"{spec!r}: #N must be a call number from 1, or *")
+    cpu = None
+    if "@" in lhs:
+        lhs, c = lhs.split("@", 1)
+        if not c.isdigit():
+            raise FaultSpecError(f"{spec!r}: @CPU must be a CPU number")
+        cpu = int(c)
+    return FaultRule(_leaf_value(lhs), cpu, nth, _status_value(status))
