@@ -29,7 +29,7 @@ from _seam_support import (
 )
 
 from tdxseam.formats.leaves import SeamldrLeaf, TdxLeaf
-from tdxseam.formats.status import OPERAND_R8, OPERAND_RCX, OPERAND_RDX
+from tdxseam.formats.status import OPERAND_R8, OPERAND_RCX, OPERAND_RDX, TdxStatus
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import DeclaredModule
 from tdxseam.seam.firmware import SEAMRR_BASE
@@ -37,7 +37,6 @@ from tdxseam.seam.layout import HANDOFF_HEADER_SIZE
 from tdxseam.seam.td import (
     EXIT_REASON_TDCALL,
     OpState,
-    TdStatus,
     compare_tds,
     td_snapshot,
 )
@@ -84,43 +83,43 @@ def test_td_lifecycle_errors():
     tdr2 = mem.alloc_page()
     # after MR.FINALIZE the build is over
     assert rax(h, 0, TdxLeaf.TDH_MEM_PAGE_ADD, rcx=0x20_0000, rdx=td.tdr, r8=mem.alloc_page(), r9=src) \
-        == TdStatus.TDX_OP_STATE_INCORRECT
-    assert rax(h, 0, TdxLeaf.TDH_MR_EXTEND, rcx=0x10_0000, rdx=td.tdr) == TdStatus.TDX_OP_STATE_INCORRECT
-    assert rax(h, 0, TdxLeaf.TDH_MR_FINALIZE, rcx=td.tdr) == TdStatus.TDX_OP_STATE_INCORRECT
-    assert rax(h, 0, TdxLeaf.TDH_MNG_INIT, rcx=td.tdr, rdx=td_params(h)) == TdStatus.TDX_OP_STATE_INCORRECT
+        == TdxStatus.TDX_OP_STATE_INCORRECT
+    assert rax(h, 0, TdxLeaf.TDH_MR_EXTEND, rcx=0x10_0000, rdx=td.tdr) == TdxStatus.TDX_OP_STATE_INCORRECT
+    assert rax(h, 0, TdxLeaf.TDH_MR_FINALIZE, rcx=td.tdr) == TdxStatus.TDX_OP_STATE_INCORRECT
+    assert rax(h, 0, TdxLeaf.TDH_MNG_INIT, rcx=td.tdr, rdx=td_params(h)) == TdxStatus.TDX_OP_STATE_INCORRECT
     # resources
-    assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=tdr2, rdx=5) == TdStatus.TDX_HKID_NOT_FREE
+    assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=tdr2, rdx=5) == TdxStatus.TDX_HKID_NOT_FREE
     assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=tdr2, rdx=0) == T.TDX_OPERAND_INVALID | OPERAND_RDX
-    assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=td.tdr, rdx=6) == TdStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
+    assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=td.tdr, rdx=6) == TdxStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
     assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=SEAMRR_BASE, rdx=6) == T.TDX_OPERAND_INVALID | OPERAND_RCX
     assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=tdr2, rdx=6) == 0
     # a TD being built
-    assert rax(h, 0, TdxLeaf.TDH_VP_CREATE, rcx=mem.alloc_page(), rdx=tdr2) == TdStatus.TDX_OP_STATE_INCORRECT
+    assert rax(h, 0, TdxLeaf.TDH_VP_CREATE, rcx=mem.alloc_page(), rdx=tdr2) == TdxStatus.TDX_OP_STATE_INCORRECT
     assert rax(h, 0, TdxLeaf.TDH_MNG_INIT, rcx=tdr2, rdx=td_params(h, max_vcpus=1)) == 0
     v = mem.alloc_page()
     assert rax(h, 0, TdxLeaf.TDH_VP_CREATE, rcx=v, rdx=tdr2) == 0
-    assert rax(h, 0, TdxLeaf.TDH_VP_CREATE, rcx=mem.alloc_page(), rdx=tdr2) == TdStatus.TDX_MAX_VCPUS_EXCEEDED
-    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=v) == TdStatus.TDX_OP_STATE_INCORRECT  # not finalized
+    assert rax(h, 0, TdxLeaf.TDH_VP_CREATE, rcx=mem.alloc_page(), rdx=tdr2) == TdxStatus.TDX_MAX_VCPUS_EXCEEDED
+    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=v) == TdxStatus.TDX_OP_STATE_INCORRECT  # not finalized
     page = mem.alloc_page()
     assert rax(h, 0, TdxLeaf.TDH_MEM_PAGE_ADD, rcx=0x10_0008, rdx=tdr2, r8=page, r9=src) \
         == T.TDX_OPERAND_INVALID | OPERAND_RCX
     assert rax(h, 0, TdxLeaf.TDH_MEM_PAGE_ADD, rcx=0x10_0000, rdx=tdr2, r8=td.pages[0x10_0000], r9=src) \
-        == TdStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_R8  # another TD's private page
+        == TdxStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_R8  # another TD's private page
     assert rax(h, 0, TdxLeaf.TDH_MEM_PAGE_ADD, rcx=0x10_0000, rdx=tdr2, r8=SEAMRR_BASE + PAGE, r9=src) \
         == T.TDX_OPERAND_INVALID | OPERAND_R8
     assert rax(h, 0, TdxLeaf.TDH_MEM_PAGE_ADD, rcx=0x10_0000, rdx=tdr2, r8=page, r9=src) == 0
     assert rax(h, 0, TdxLeaf.TDH_MEM_PAGE_ADD, rcx=0x10_0000, rdx=tdr2, r8=mem.alloc_page(), r9=src) \
-        == TdStatus.TDX_EPT_ENTRY_NOT_FREE
-    assert rax(h, 0, TdxLeaf.TDH_MR_EXTEND, rcx=0x30_0000, rdx=tdr2) == TdStatus.TDX_EPT_WALK_FAILED
+        == TdxStatus.TDX_EPT_ENTRY_NOT_FREE
+    assert rax(h, 0, TdxLeaf.TDH_MR_EXTEND, rcx=0x30_0000, rdx=tdr2) == TdxStatus.TDX_EPT_WALK_FAILED
     assert rax(h, 0, TdxLeaf.TDH_MR_EXTEND, rcx=0x10_0010, rdx=tdr2) == T.TDX_OPERAND_INVALID | OPERAND_RCX
     assert rax(h, 0, TdxLeaf.TDH_MR_FINALIZE, rcx=tdr2) == 0
-    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=v) == TdStatus.TDX_VCPU_STATE_INCORRECT  # no VP.INIT
+    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=v) == TdxStatus.TDX_VCPU_STATE_INCORRECT  # no VP.INIT
     assert rax(h, 0, TdxLeaf.TDH_VP_INIT, rcx=v) == 0
-    assert rax(h, 0, TdxLeaf.TDH_VP_INIT, rcx=v) == TdStatus.TDX_VCPU_STATE_INCORRECT
+    assert rax(h, 0, TdxLeaf.TDH_VP_INIT, rcx=v) == TdxStatus.TDX_VCPU_STATE_INCORRECT
     assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=v) == EXIT_REASON_TDCALL
-    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=tdr2) == TdStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
+    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=tdr2) == TdxStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
     assert rax(h, 0, TdxLeaf.TDH_MR_FINALIZE, rcx=mem.alloc_page()) \
-        == TdStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
+        == TdxStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
 
 
 @pytest.mark.parametrize("check", ["td_op_state", "vcpu_state"])
@@ -219,7 +218,7 @@ def test_failed_install_after_shutdown_loses_the_tds():
     assert install(h, sig, mod, scenario=SEAMLDR_SCENARIO_LOAD) == (0, 0)
     assert not any(init_lps(h)) and not any(boot_config(h))
     assert td_snapshot(h.fw) == {}
-    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=a.vcpus[0]) == TdStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
+    assert rax(h, 0, TdxLeaf.TDH_VP_ENTER, rcx=a.vcpus[0]) == TdxStatus.TDX_PAGE_METADATA_INCORRECT | OPERAND_RCX
     # the guest pages are still in host memory, now owned by nobody: a new TD may take them
     assert rax(h, 0, TdxLeaf.TDH_MNG_CREATE, rcx=a.tdr, rdx=1) == 0
 

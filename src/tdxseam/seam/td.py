@@ -5,8 +5,7 @@ UNINITIALIZED -> INITIALIZED by TDH.MNG.INIT -> RUNNABLE by TDH.MR.FINALIZE), pr
 added by TDH.MEM.PAGE.ADD, a build measurement (MRTD) extended by PAGE.ADD and TDH.MR.EXTEND, and
 vCPUs (TDH.VP.CREATE, TDH.VP.INIT) that TDH.VP.ENTER runs. Leaf numbers (`formats.leaves.TdxLeaf`),
 register use and status codes are those of the TDX ABI (intel/tdx-module `include/tdx_api_defs.h`,
-`include/auto_gen/tdx_error_codes_defs.h`); statuses missing from `formats.status` are in
-`TdStatus` below.
+`include/auto_gen/tdx_error_codes_defs.h`); the TD statuses are in `formats.status`.
 
 Where the state lives (the point of the model): the registry of TDs (which TDR, which pages at
 which GPA, MRTD, vCPU state) exists only inside the running `TdxModule` object. TD private page
@@ -66,8 +65,6 @@ GPA_LEVEL_MASK = 0x7  # bits 2:0 of the GPA operand: mapping level, 0 = 4 KiB
 GPA_MAX = 1 << 52
 
 
-# TD-leaf statuses live with every other status, in formats.status.
-TdStatus = TdxStatus
 
 
 class OpState(IntEnum):
@@ -234,7 +231,7 @@ def _td_of(mod: TdxModule, regs: Regs, pa: int, operand: int) -> Td | None:
         return None
     td = mod.tds.tds.get(pa)
     if td is None:
-        _err(regs, TdStatus.TDX_PAGE_METADATA_INCORRECT, operand)
+        _err(regs, TdxStatus.TDX_PAGE_METADATA_INCORRECT, operand)
     return td
 
 
@@ -243,7 +240,7 @@ def _free_page(mod: TdxModule, regs: Regs, pa: int, operand: int) -> bool:
         _err(regs, TdxStatus.TDX_OPERAND_INVALID, operand)
         return False
     if pa in mod.tds.owner:
-        _err(regs, TdStatus.TDX_PAGE_METADATA_INCORRECT, operand)
+        _err(regs, TdxStatus.TDX_PAGE_METADATA_INCORRECT, operand)
         return False
     return True
 
@@ -263,7 +260,7 @@ def tdh_mng_create(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     if not 1 <= hkid <= MAX_HKID:
         return _err(regs, TdxStatus.TDX_OPERAND_INVALID, OPERAND_RDX)
     if mod.tds.hkid_used(hkid):
-        return _err(regs, TdStatus.TDX_HKID_NOT_FREE)
+        return _err(regs, TdxStatus.TDX_HKID_NOT_FREE)
     if not _room(mod, regs, _TD.size, OPERAND_RCX):
         return
     mod.tds.add_td(Td(tdr, hkid))
@@ -279,7 +276,7 @@ def tdh_mng_init(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     if pa % TD_PARAMS_ALIGN or not 0 <= pa < mod.machine.mem.max_pa or mod.fw.in_seamrr(pa):
         return _err(regs, TdxStatus.TDX_OPERAND_INVALID, OPERAND_RDX)
     if td.op_state != OpState.UNINITIALIZED and mod.enabled("td_op_state"):
-        return _err(regs, TdStatus.TDX_OP_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_OP_STATE_INCORRECT)
     params = mod.machine.mem.read(pa, TD_PARAMS_SIZE)
     attributes = int.from_bytes(params[0:8], "little")
     max_vcpus = int.from_bytes(params[16:18], "little")
@@ -299,9 +296,9 @@ def tdh_vp_create(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     if not _free_page(mod, regs, regs.rcx, OPERAND_RCX):
         return
     if td.op_state == OpState.UNINITIALIZED and mod.enabled("td_op_state"):
-        return _err(regs, TdStatus.TDX_OP_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_OP_STATE_INCORRECT)
     if len(td.vcpus) >= td.max_vcpus:
-        return _err(regs, TdStatus.TDX_MAX_VCPUS_EXCEEDED)
+        return _err(regs, TdxStatus.TDX_MAX_VCPUS_EXCEEDED)
     if not _room(mod, regs, _VCPU.size, OPERAND_RCX):
         return
     td.vcpus[regs.rcx] = Vcpu(regs.rcx, len(td.vcpus))
@@ -309,15 +306,23 @@ def tdh_vp_create(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     regs.rax = TdxStatus.TDX_SUCCESS
 
 
-def tdh_vp_init(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
-    """RCX = TDVPR, RDX = the guest's initial RCX."""
+def _vcpu_of(mod: TdxModule, regs: Regs) -> tuple[Td, Vcpu] | None:
+    """The vCPU whose TDVPR is in RCX, or None with RAX set to why not."""
     found = mod.tds.vcpu(regs.rcx)
     if found is None:
-        return _err(regs, TdStatus.TDX_PAGE_METADATA_INCORRECT if _hpa_ok(mod, regs.rcx)
-                    else TdxStatus.TDX_OPERAND_INVALID, OPERAND_RCX)
+        _err(regs, TdxStatus.TDX_PAGE_METADATA_INCORRECT if _hpa_ok(mod, regs.rcx)
+             else TdxStatus.TDX_OPERAND_INVALID, OPERAND_RCX)
+    return found
+
+
+def tdh_vp_init(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
+    """RCX = TDVPR, RDX = the guest's initial RCX."""
+    found = _vcpu_of(mod, regs)
+    if found is None:
+        return
     _td, vcpu = found
     if vcpu.state != VcpuState.UNINITIALIZED and mod.enabled("vcpu_state"):
-        return _err(regs, TdStatus.TDX_VCPU_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_VCPU_STATE_INCORRECT)
     vcpu.init_rcx = regs.rdx
     vcpu.state = VcpuState.READY
     regs.rax = TdxStatus.TDX_SUCCESS
@@ -340,14 +345,14 @@ def tdh_mem_page_add(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     if td is None:
         return
     if td.op_state != OpState.INITIALIZED and mod.enabled("td_op_state"):
-        return _err(regs, TdStatus.TDX_OP_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_OP_STATE_INCORRECT)
     if not _free_page(mod, regs, regs.r8, OPERAND_R8):
         return
     src = regs.r9
     if not _hpa_ok(mod, src) or src == regs.r8:
         return _err(regs, TdxStatus.TDX_OPERAND_INVALID, OPERAND_R9)
     if gpa in td.pages:
-        return _err(regs, TdStatus.TDX_EPT_ENTRY_NOT_FREE)
+        return _err(regs, TdxStatus.TDX_EPT_ENTRY_NOT_FREE)
     if not _room(mod, regs, _PAGE.size, OPERAND_R8):
         return
     mem = mod.machine.mem
@@ -367,11 +372,11 @@ def tdh_mr_extend(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     if td is None:
         return
     if td.op_state != OpState.INITIALIZED and mod.enabled("td_op_state"):
-        return _err(regs, TdStatus.TDX_OP_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_OP_STATE_INCORRECT)
     page = gpa & ~(PAGE_SIZE - 1)
     hpa = td.pages.get(page)
     if hpa is None:
-        return _err(regs, TdStatus.TDX_EPT_WALK_FAILED)
+        return _err(regs, TdxStatus.TDX_EPT_WALK_FAILED)
     chunk = mod.machine.mem.read(hpa + (gpa - page), MR_EXTEND_CHUNK)
     td.mrtd = extend_mrtd(td.mrtd, _record(b"MR.EXTEND", gpa), chunk)
     regs.rax = TdxStatus.TDX_SUCCESS
@@ -383,22 +388,21 @@ def tdh_mr_finalize(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     if td is None:
         return
     if td.op_state != OpState.INITIALIZED and mod.enabled("td_op_state"):
-        return _err(regs, TdStatus.TDX_OP_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_OP_STATE_INCORRECT)
     td.op_state = OpState.RUNNABLE
     regs.rax = TdxStatus.TDX_SUCCESS
 
 
 def tdh_vp_enter(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     """RCX = TDVPR: run the vCPU until it exits (see the module docstring for the guest work)."""
-    found = mod.tds.vcpu(regs.rcx)
+    found = _vcpu_of(mod, regs)
     if found is None:
-        return _err(regs, TdStatus.TDX_PAGE_METADATA_INCORRECT if _hpa_ok(mod, regs.rcx)
-                    else TdxStatus.TDX_OPERAND_INVALID, OPERAND_RCX)
+        return
     td, vcpu = found
     if td.op_state != OpState.RUNNABLE and mod.enabled("td_op_state"):
-        return _err(regs, TdStatus.TDX_OP_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_OP_STATE_INCORRECT)
     if vcpu.state != VcpuState.READY and mod.enabled("vcpu_state"):
-        return _err(regs, TdStatus.TDX_VCPU_STATE_INCORRECT)
+        return _err(regs, TdxStatus.TDX_VCPU_STATE_INCORRECT)
     # the guest's work, done at once so no update can see it half-done
     vcpu.entries += 1
     counter = 0
