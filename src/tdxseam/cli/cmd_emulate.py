@@ -1,0 +1,263 @@
+"""`tdxseam emulate --mount DIR`: an emulated TDX host's kernel files, mounted for real programs.
+
+The emulated host boots, then its / is served at DIR through FUSE: DIR/sys/devices/faux/tdx_host,
+DIR/sys/class/firmware/tdx_module, DIR/sys/devices/system/cpu, DIR/proc/cpuinfo. Any program (a
+shell, Intel's reference script, distro tooling) updates the module through them as it would on a
+TDX host. SIGINT or SIGTERM unmounts; an update in flight first runs to its end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from tdxseam.cli import app, exits
+
+DRAIN_STEPS = 20_000_000  # far beyond any update; bounds the wait should the model livelock
+
+
+def _parse_version(text: str, what: str):
+    from tdxseam.formats.errors import FormatError
+    from tdxseam.formats.version import ModuleVersion
+
+    try:
+        return ModuleVersion.parse(text)
+    except (FormatError, ValueError) as e:
+        raise exits.CliError(f"{what}: {e}", exits.USAGE) from None
+
+
+def _boot_module(spec: str):
+    """A version (a test-signed synthetic module declaring it) or a file (v1 blob, v2 image, or a
+    TDX-SEAM .so with its .sigstruct beside it)."""
+    from tdxseam.formats.releases import RELEASES_BY_VERSION
+    from tdxseam.host import DeclaredModule
+
+    path = Path(spec)
+    if path.exists() or "/" in spec or spec.endswith((".blob", ".bin", ".img", ".so")):
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise exits.CliError(f"--module {spec}: {e.strerror or e}", exits.BAD_INPUT) from None
+        sig = path.with_name(path.name + ".sigstruct")
+        if not sig.exists() and path.suffix == ".so":
+            sig = path.with_suffix(".sigstruct")
+        if data[:4] == b"\x7fELF" and sig.exists():
+            return (sig.read_bytes(), data)
+        return data
+    version = _parse_version(spec, "--module")
+    rel = RELEASES_BY_VERSION.get(version)
+    if rel is None:
+        return DeclaredModule(version)
+    return DeclaredModule(version, features0=rel.tdx_features0, build_date=rel.date,
+                          build_num=rel.build)
+
+
+@app.command()
+def emulate(
+    mount: Path = typer.Option(..., "--mount", metavar="DIR",
+                               help="Directory to serve the emulated host's / at (FUSE)."),
+    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    module: str = typer.Option("1.5.06", "--module", metavar="VERSION|FILE",
+                               help="TDX module the firmware loads at boot: a version (synthetic, "
+                                    "test-signed) or a v1 blob / v2 image / .so+.sigstruct file."),
+    seamldr: str = typer.Option("1.5.00", "--seamldr", metavar="VERSION", help="P-SEAMLDR version."),
+    tds: int = typer.Option(0, "--tds", help="TDs to create and run before serving."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the emulated machine's scheduler and memory."),
+    erratum: bool = typer.Option(False, "--erratum",
+                                 help="CPUs with the SEAMRET-invalidates-VMCS erratum (the kernel then "
+                                      "hides the update interface)."),
+    cpuid: str = typer.Option("", "--cpuid", metavar="EAX",
+                              help="CPUID.1.EAX of every CPU, e.g. 0x806F8 (Sapphire Rapids)."),
+    intel_key_only: bool = typer.Option(False, "--intel-key-only",
+                                        help="The P-SEAMLDR trusts Intel's key only (test-signed "
+                                             "images are then refused)."),
+    step_delay: float = typer.Option(0.0, "--step-delay", metavar="SECONDS",
+                                     help="Wall-clock time per scheduler step of background kernel "
+                                          "work, so an update takes visible time (0: full speed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the ready and stopped lines as JSON."),
+    debug: bool = typer.Option(False, "--fuse-debug", hidden=True),
+) -> None:
+    """Serve an emulated TDX host's sysfs and /proc files at DIR until SIGINT or SIGTERM.
+
+    Start it in the background and use DIR as a TDX host's /: write 1 to
+    DIR/sys/class/firmware/tdx_module/loading, the image to .../data, 0 to .../loading, poll
+    .../status until "idle", then read .../error (empty: success) and
+    DIR/sys/devices/faux/tdx_host/version. Modes, owners and errnos are the kernel's, for every
+    user (the mount allows other users when permitted). A line on stdout says when the files are
+    ready; the last line gives the final state (module version, last upload, TDs).
+    """
+    if step_delay < 0:
+        raise exits.CliError("--step-delay must not be negative", exits.USAGE)
+    if not 1 <= cpus <= 4096:
+        raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
+    if not 0 <= tds <= 63:
+        raise exits.CliError(f"--tds must be between 0 and 63 (one HKID each), not {tds}", exits.USAGE)
+    from tdxseam.sysfs.fuse import is_mounted
+
+    if is_mounted(str(mount)):
+        raise exits.CliError(f"--mount {mount}: already a mount point (an emulator still running, or "
+                             f"one that was killed: fusermount3 -u {mount})", exits.USAGE)
+    if not mount.is_dir():
+        raise exits.CliError(f"--mount {mount}: not a directory", exits.USAGE)
+    cpuid_1_eax = None
+    if cpuid:
+        try:
+            cpuid_1_eax = int(cpuid, 0)
+        except ValueError:
+            raise exits.CliError(f"--cpuid {cpuid!r} is not a number", exits.USAGE) from None
+    from tdxseam.sysfs.fuse import FuseMount, fuse_unavailable_reason, serve_until_signal
+
+    reason = fuse_unavailable_reason()
+    if reason:
+        raise exits.CliError(f"cannot mount: {reason}")
+    sv = _parse_version(seamldr, "--seamldr")
+    boot_module = _boot_module(module)
+    from dataclasses import replace
+
+    from tdxseam.host import BootError
+    from tdxseam.seam.pseamldr import SeamldrBuild
+    from tdxseam.sysfs import Emulation
+    from tdxseam.sysfs.tree import CLASS_TDX_MODULE, TDX_HOST
+
+    # the emulated kernel's log (printk) and the emulator's own errors go to stderr, like dmesg
+    for name in ("tdxseam.kernel", "tdxseam.sysfs"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(h, logging.StreamHandler) for h in lg.handlers):
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(logging.Formatter(
+                "kernel: %(message)s" if name.endswith("kernel") else "tdxseam: %(message)s"))
+            lg.addHandler(h)
+            lg.setLevel(logging.WARNING)
+            lg.propagate = False
+
+    build = replace(SeamldrBuild(), major=sv.major, minor=sv.minor, update=sv.update)
+    if cpus > build.max_lps:
+        build = replace(build, max_lps=cpus)
+    host_kw = dict(module=boot_module, seamldr=build, erratum=erratum,
+                   trust_test_key=not intel_key_only)
+    if cpuid_1_eax is not None:
+        host_kw["cpuid_1_eax"] = cpuid_1_eax
+
+    def setup(host) -> None:  # noqa: ANN001 - on the machine thread, before the files exist
+        """What QEMU/KVM would have done by now: build `tds` TDs and run each vCPU once."""
+        from tdxseam.kernel.kvm_tdx import tdx_td_create, tdx_vcpu_run
+
+        k = host.kernel
+
+        def build_td(i: int) -> int:
+            ret, td = tdx_td_create(k, nr_vcpus=1, nr_pages=2, seed=seed * 1000 + i)
+            return ret or tdx_vcpu_run(k, td)
+
+        tasks = [host.sched.spawn(host.machine.cpus[i % cpus], build_td, i, name=f"qemu-td{i}")
+                 for i in range(tds)]
+        host.run()
+        bad = [t.result for t in tasks if t.result]
+        if bad:
+            raise BootError(f"building a TD failed: errno {bad[0]}")
+
+    try:
+        emu = Emulation(cpus, seed=seed, threaded=True, setup=setup if tds else None,
+                        step_delay=step_delay, **host_kw)
+    except BootError as e:
+        hint = (" (--intel-key-only needs an Intel-signed --module FILE)"
+                if intel_key_only and "not trusted" in str(e) else "")
+        raise exits.CliError(f"the emulated host did not boot: {e}{hint}") from None
+    except ValueError as e:
+        raise exits.CliError(f"the emulated host did not boot: {e}", exits.BAD_INPUT) from None
+    from tdxseam.seam.td import compare_tds, td_snapshot
+
+    tree = emu.tree
+    mountpoint = str(mount.resolve())
+    tds_at_boot = emu.on_machine(lambda: td_snapshot(emu.host.fw))
+
+    def state() -> dict:
+        def read(path: str) -> str | None:
+            try:
+                return tree.read_text(path).strip()
+            except OSError as e:
+                return f"error: {os.strerror(e.errno)}" if e.errno else "error"
+
+        fw = emu.on_machine(lambda: tree.fw)
+        out = {
+            "mount": mountpoint,
+            "cpus": cpus,
+            "module_version": read(f"{TDX_HOST}/version"),
+            "runtime_update": fw is not None,
+        }
+        if fw is not None:
+            out["seamldr_version"] = read(f"{TDX_HOST}/seamldr_version")
+            out["num_remaining_updates"] = read(f"{TDX_HOST}/num_remaining_updates")
+            hist = emu.on_machine(lambda: list(fw.history))
+            out["uploads"] = len(hist)
+            if hist:
+                last = hist[-1]
+                from tdxseam.kernel.firmware_upload import fw_upload_error, fw_upload_progress
+
+                out["last_upload"] = "ok" if not last.err_code else (
+                    f"{fw_upload_progress(last.err_progress)}:{fw_upload_error(last.err_code)}")
+        snap = emu.on_machine(lambda: td_snapshot(emu.host.fw))
+        out["tds"] = len(snap)  # TDs the host can run now
+        problems = compare_tds(tds_at_boot, snap)
+        if problems:
+            out["td_problems"] = problems
+        if emu.runtime.errors:
+            out["model_errors"] = list(emu.runtime.errors)
+        return out
+
+    def say(event: str, text: str, extra: dict) -> None:
+        if as_json:
+            print(json.dumps({"event": event, **extra}, sort_keys=True), flush=True)
+        else:
+            print(text, flush=True)
+
+    def ready() -> None:
+        s = state()
+        parts = [f"{cpus} CPUs", f"TDX module {s['module_version']}", f"{s['tds']} TDs"]
+        if s["runtime_update"]:
+            parts.append(f"P-SEAMLDR {s['seamldr_version']}")
+            parts.append(f"{s['num_remaining_updates']} updates left")
+        else:
+            parts.append("no runtime update (interface hidden)")
+        say("ready", f"tdxseam: emulated TDX host ({', '.join(parts)}) mounted at {mountpoint}; "
+                     f"update through {mountpoint}{CLASS_TDX_MODULE}/; SIGINT or SIGTERM unmounts", s)
+
+    fm = FuseMount(tree, mountpoint, debug=debug)
+    flight: list[bool] = []  # was an update running when the signal came?
+    try:
+        signum = serve_until_signal(fm, on_ready=ready, on_stop=lambda: flight.append(
+            emu.on_machine(lambda: tree.fw is not None and tree.fw.busy)))
+    except (OSError, TimeoutError) as e:
+        emu.close(drain=False)
+        raise exits.CliError(str(e)) from None
+    in_flight = bool(flight and flight[0])
+    # an update in flight ends first: never half a lockstep
+    settled = emu.settle(max_steps=DRAIN_STEPS)
+    s = state()
+    if not settled:
+        s["kernel_tasks_left"] = emu.on_machine(emu.runtime.describe_waits)
+    emu.close(drain=False)
+    how = f"after {_signame(signum)}" if signum else "from outside"
+    last = f", last upload {s['last_upload']}" if "last_upload" in s else ""
+    ran = " (the update in flight ran to its end first)" if in_flight else ""
+    lost = f", TD problems: {'; '.join(s['td_problems'])}" if "td_problems" in s else ""
+    say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {s['module_version']}"
+                   f"{last}; {s['tds']} TDs{lost}",
+        {"signal": _signame(signum), "update_in_flight": in_flight, **s})
+    if s.get("model_errors"):
+        raise typer.Exit(exits.FAILED)
+
+
+def _signame(signum: int | None) -> str | None:
+    if signum is None:
+        return None
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
