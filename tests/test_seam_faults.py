@@ -34,3 +34,15 @@ def test_plan_hits_only_the_nth_match_on_the_cpu():
     got = [h.run_on(c, read_sys_metadata_field, k, MD_MINOR_VERSION)[0] for c in (0, 1, 1, 1)]
     assert got == [0, 0, -5, 0]  # cpu1's second read failed (-EIO), nothing else
     assert plan.fired == 1 and "cpu1" in plan.log[0]
+
+
+def test_emulate_rejects_a_bad_fault_spec_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "tdxseam.cli", "emulate", "--mount", str(tmp_path),
+                        "--fault", "P_SEAMLDR_INSTALL@9=EBADHASH", "--cpus", "4"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "tdxseam: error: --fault 'P_SEAMLDR_INSTALL@9=EBADHASH': there is no cpu9 on a 4-CPU host"]

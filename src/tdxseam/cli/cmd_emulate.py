@@ -79,6 +79,10 @@ def emulate(
     step_delay: float = typer.Option(0.0, "--step-delay", metavar="SECONDS",
                                      help="Wall-clock time per scheduler step of background kernel "
                                           "work, so an update takes visible time (0: full speed)."),
+    fault: list[str] = typer.Option([], "--fault", metavar="LEAF[@CPU][#N]=STATUS",
+                                    help="Make a SEAMCALL fail after boot, e.g. "
+                                         "P_SEAMLDR_INSTALL@1=EBADHASH or TDH_SYS_SHUTDOWN=TDX_SYS_BUSY "
+                                         "(N: the n-th matching call, * for every one). Repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the ready and stopped lines as JSON."),
     debug: bool = typer.Option(False, "--fuse-debug", hidden=True),
 ) -> None:
@@ -97,6 +101,18 @@ def emulate(
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (one HKID each), not {tds}", exits.USAGE)
+    from tdxseam.seam.faults import FaultPlan, FaultSpecError, parse_fault_spec
+
+    plan = FaultPlan()
+    for spec in fault:
+        try:
+            rule = parse_fault_spec(spec)
+        except FaultSpecError as e:
+            raise exits.CliError(f"--fault {e}", exits.USAGE) from None
+        if rule.cpu is not None and rule.cpu >= cpus:
+            raise exits.CliError(f"--fault {spec!r}: there is no cpu{rule.cpu} on a {cpus}-CPU host",
+                                 exits.USAGE)
+        plan.rules.append(rule)
     from tdxseam.sysfs.fuse import is_mounted
 
     if is_mounted(str(mount)):
@@ -144,10 +160,16 @@ def emulate(
         host_kw["cpuid_1_eax"] = cpuid_1_eax
 
     def setup(host) -> None:  # noqa: ANN001 - on the machine thread, before the files exist
-        """What QEMU/KVM would have done by now: build `tds` TDs and run each vCPU once."""
+        """What QEMU/KVM would have done by now: build `tds` TDs and run each vCPU once; then
+        arm the fault plan, so it hits what comes after boot (the update)."""
         from tdxseam.kernel.kvm_tdx import tdx_td_create, tdx_vcpu_run
+        from tdxseam.seam.faults import install_fault_plan
 
         k = host.kernel
+        if not tds:
+            if plan.rules:
+                install_fault_plan(host.fw, plan)
+            return
 
         def build_td(i: int) -> int:
             ret, td = tdx_td_create(k, nr_vcpus=1, nr_pages=2, seed=seed * 1000 + i)
@@ -159,9 +181,11 @@ def emulate(
         bad = [t.result for t in tasks if t.result]
         if bad:
             raise BootError(f"building a TD failed: errno {bad[0]}")
+        if plan.rules:
+            install_fault_plan(host.fw, plan)
 
     try:
-        emu = Emulation(cpus, seed=seed, threaded=True, setup=setup if tds else None,
+        emu = Emulation(cpus, seed=seed, threaded=True, setup=setup if tds or plan.rules else None,
                         step_delay=step_delay, **host_kw)
     except BootError as e:
         hint = (" (--intel-key-only needs an Intel-signed --module FILE)"
