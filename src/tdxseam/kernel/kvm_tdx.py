@@ -100,6 +100,17 @@ def tdx_td_create(k: Kernel, *, nr_vcpus: int = 1, nr_pages: int = 2, seed: int 
         st.build_lock.build_end()
 
 
+def _cond_resched(k: Kernel) -> None:
+    """cond_resched() between build steps: KVM builds a TD over several ioctls (KVM_TDX_INIT_VM,
+    KVM_TDX_INIT_VCPU, KVM_TDX_INIT_MEM_REGION with cond_resched() per page, KVM_TDX_FINALIZE_VM),
+    so a higher-priority task, such as an update's stopper, takes the CPU there and finds the TD
+    half built. Like the kernel's, it yields only when rescheduling is needed (no scheduler draw
+    otherwise, so builds that nothing preempts interleave exactly as before)."""
+    cpu = k.this_cpu()
+    if cpu.preempt_count == 0 and cpu.irq_enabled and k.machine.sched.need_resched():
+        cpu.preempt_point()
+
+
 def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
            measure: bool) -> tuple[int, KvmTd | None]:
     mem = k.machine.mem
@@ -116,6 +127,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
     mem.free_page(params)
     if ret:
         return ret, None
+    _cond_resched(k)
     for i in range(nr_vcpus):
         tdvpr = mem.alloc_page()
         ret = _call(k, TdxLeaf.TDH_VP_CREATE, rcx=tdvpr, rdx=td.tdr_pa) or \
@@ -123,6 +135,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
         if ret:
             return ret, None
         td.vcpus.append(tdvpr)
+        _cond_resched(k)
     rng = random.Random(seed)
     src = mem.alloc_page()
     try:
@@ -140,6 +153,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
                     ret = _call(k, TdxLeaf.TDH_MR_EXTEND, rcx=gpa + off, rdx=td.tdr_pa)
                     if ret:
                         return ret, None
+            _cond_resched(k)
     finally:
         mem.free_page(src)
     ret = _call(k, TdxLeaf.TDH_MR_FINALIZE, rcx=td.tdr_pa)

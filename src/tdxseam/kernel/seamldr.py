@@ -99,6 +99,10 @@ class UpdateCtrl:
     num_failed: int = 0
     num_cpus: int = 0
     log: list[tuple[int, int, str, int]] = field(default_factory=list)  # (cpu, state, event, ret)
+    # CPUs that entered and left the lockstep loop, in order (for observers: the simulator's
+    # "every CPU leaves the lockstep" and "nothing else runs during it" checks)
+    entered: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -201,6 +205,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
     curstate: int = ModuleUpdateState.MODULE_UPDATE_START
     ret = 0
     abort = "no-abort" not in k.mutations
+    ctrl.entered.append(cpu.id)
     while True:
         newstate = ctrl.state
         if newstate != curstate:
@@ -220,6 +225,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
             cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
                            "module update state")
         if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
+            ctrl.left.append(cpu.id)
             return ret
 
 

@@ -24,9 +24,14 @@ class PhysMem:
         self.max_pa_bits = max_pa_bits
         self.pages: dict[int, bytearray] = {}
         # Host allocations come from a window above 4 GiB, shuffled so they are non-contiguous.
-        first = host_base >> PAGE_SHIFT
-        self._free = list(range(first, first + host_pages))
-        random.Random(seed ^ 0x5EA4).shuffle(self._free)
+        # The shuffle is random.shuffle's Fisher-Yates run lazily: a page's place is drawn only when
+        # the allocator reaches it (same RNG, same draws, same order), so a machine costs nothing
+        # for the tens of thousands of pages it never allocates.
+        self._first = host_base >> PAGE_SHIFT
+        self._rng = random.Random(seed ^ 0x5EA4)
+        self._unshuffled = host_pages  # positions 0 .. n-1 of the conceptual list not yet final
+        self._moved: dict[int, int] = {}  # position -> pfn, where a swap put another page
+        self._free: list[int] = []  # freed pages (and nothing else), above the unshuffled part
         self._allocated: set[int] = set()
 
     @property
@@ -77,11 +82,24 @@ class PhysMem:
                     p[off:off + take] = bytes(take)
             pa += take
 
+    def _next_shuffled(self) -> int:
+        """Finalise the top unshuffled position, as the next step of random.shuffle would."""
+        i = self._unshuffled - 1
+        moved, first = self._moved, self._first
+        if i > 0:
+            j = self._rng._randbelow(i + 1)
+            moved[i], moved[j] = moved.get(j, first + j), moved.get(i, first + i)
+        self._unshuffled = i
+        return moved.pop(i, first + i)
+
     def alloc_page(self) -> int:
         """A zeroed host page; returns its physical address."""
-        if not self._free:
+        if self._free:
+            pfn = self._free.pop()
+        elif self._unshuffled:
+            pfn = self._next_shuffled()
+        else:
             raise MemoryError_("host memory exhausted")
-        pfn = self._free.pop()
         self._allocated.add(pfn)
         self.pages.pop(pfn, None)
         return pfn << PAGE_SHIFT

@@ -202,6 +202,9 @@ class Scheduler:
         self.errors: list[tuple[Task, BaseException]] = []
         self.on_step: Callable[[Scheduler], None] | None = None  # invariant checks, fault timing
         self.on_idle: Callable[[Scheduler], bool] | None = None  # may inject work; True if it did
+        # Draw policy (tdxseam.sim.schedules): given n > 1 candidates (see `candidates()`), return
+        # the index to run. None is the seeded random draw, whose sequence it leaves untouched.
+        self.pick: Callable[[Scheduler, int], int] | None = None
 
     # ---- task management -------------------------------------------------------------------
 
@@ -273,7 +276,14 @@ class Scheduler:
                 if self.on_idle is not None and self.on_idle(self):
                     continue
                 return None
-            r = self.rng.randrange(n) if n > 1 else 0
+            if n == 1:
+                r = 0
+            elif self.pick is None:
+                r = self.rng.randrange(n)
+            else:
+                r = self.pick(self, n)
+                if not 0 <= r < n:
+                    raise SchedulerError(f"draw policy chose {r} of {n} candidates")
             if r < len(self._runnable):
                 return self._runnable[r]
             r -= len(self._runnable)
@@ -287,6 +297,16 @@ class Scheduler:
                     self._make_runnable(t)
                     return t
                 r -= len(w.waiters)
+
+    def candidates(self) -> list[Task]:
+        """The tasks the next draw chooses among, in draw-index order (for draw policies).
+
+        Runnable tasks first, then spinners on free lock words (drawing one means it wins the lock).
+        """
+        out = list(self._runnable)
+        for w in self._contended:
+            out.extend(w.waiters)
+        return out
 
     def _step(self, t: Task) -> None:
         self.steps += 1
@@ -330,6 +350,15 @@ class Scheduler:
         if t is not None and t.cpu.runqueue_len > 1:
             self._maybe_resched(t)
         self._reschedule()
+
+    def need_resched(self) -> bool:
+        """A higher-priority task is ready on the running task's CPU (the kernel's need_resched():
+        what cond_resched() looks at). No draw is made, so asking changes no interleaving."""
+        t = self.current
+        if t is None or t.cpu.runqueue_len < 2:
+            return False
+        return any(o is not t and not o.done and o.waiting_on is None and o.priority > t.priority
+                   for o in t.cpu.runqueue)
 
     def _maybe_resched(self, t: Task) -> None:
         """Let a higher-priority ready task (a stopper thread) take the CPU where it may."""

@@ -1,0 +1,83 @@
+"""Simulation benchmark: scenarios per second on 8-CPU hosts, and one simulated update of 4096 CPUs.
+
+Run with `.venv/bin/python bench/bench_sim.py [--runs N] [--jobs J]`. Every figure comes from seeded
+runs (seeds printed), so step counts and digests are reproducible; wall-clock figures depend on the
+machine and on what else it runs.
+
+- scenarios/s: seeds 0..N-1 generated on 8-CPU hosts, every invariant on, in this process
+  (random draw, then PCT), then as a campaign over J worker processes;
+- one update of a 4096-CPU host through the simulator (boot, 2 TDs, a reader of seamldr_version,
+  the upload through fw_upload, all invariants), with 1024 and 256 CPUs for scale;
+- exhaustive exploration of a 2-CPU update: schedules per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from tdxseam.sim.campaign import run_campaign
+from tdxseam.sim.runner import SimRun, run_seed
+from tdxseam.sim.scenario import ReaderSpec, Scenario, TdSpec, UpdateSpec, tiny
+from tdxseam.sim.schedules import explore
+
+
+def bench_scenarios(runs: int, schedule: str) -> None:
+    run_seed(0, cpus=8)  # warm-up: synthetic modules are signed once per process
+    t0 = time.perf_counter()
+    steps = bad = 0
+    for s in range(runs):
+        r = run_seed(s, cpus=8, schedule=schedule)
+        steps += r.steps
+        bad += not r.ok
+    dt = time.perf_counter() - t0
+    print(f"  8-CPU scenarios  schedule={schedule:<6} seeds 0..{runs - 1}  {runs / dt:7.1f} scenarios/s  "
+          f"{steps / dt:>9,.0f} steps/s  ({steps / runs:,.0f} steps/scenario, {dt:.1f} s, violations {bad})")
+
+
+def bench_campaign(runs: int, jobs: int) -> None:
+    res = run_campaign(runs, jobs=jobs, cpus=8)
+    print(f"  8-CPU campaign   jobs={jobs}  seeds 0..{runs - 1}  {res.runs / res.seconds:7.1f} scenarios/s  "
+          f"({res.seconds:.1f} s incl. worker start-up, violations {res.violations})")
+
+
+def bench_big_update(cpus: int) -> None:
+    sc = Scenario(seed=1, cpus=cpus, tds=[TdSpec(cpu=1, prebuilt=True, pages=2, runs=1),
+                                          TdSpec(cpu=cpus - 1, prebuilt=True)],
+                  readers=[ReaderSpec(cpu=cpus // 2, attr="seamldr_version", reads=2, gap=10)],
+                  updates=[UpdateSpec("1.5.08", retries=0)])
+    t0 = time.perf_counter()
+    sim = SimRun(sc)
+    t1 = time.perf_counter()
+    r = sim.run()
+    t2 = time.perf_counter()
+    assert r.ok and r.updates[0]["outcome"] == "none", r.report_lines()
+    print(f"  update of {cpus:>4} CPUs  seed=1  boot+TDs {t1 - t0:5.2f} s  update run {t2 - t1:5.2f} s  "
+          f"steps={r.steps:>7}  {r.steps / (t2 - t1):>9,.0f} steps/s  version {r.updates[0]['version_after']}  "
+          f"schedule={r.schedule_digest}")
+
+
+def bench_explore() -> None:
+    ex = explore(tiny(cpus=2, reader=True), preemptions=1, max_schedules=400)
+    print(f"  exhaustive       2 CPUs, 1 preemption: {ex.schedules} schedules "
+          f"({'complete' if ex.exhausted else 'capped'}) in {ex.seconds:.1f} s, "
+          f"{ex.schedules / ex.seconds:.0f} schedules/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=300, help="seeds per scenarios/s figure")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the campaign figure")
+    args = ap.parse_args()
+    print("tdxseam simulation benchmark")
+    bench_scenarios(args.runs, "random")
+    bench_scenarios(args.runs, "pct")
+    bench_campaign(max(args.runs, 4 * args.jobs), args.jobs)
+    for n in (256, 1024, 4096):
+        bench_big_update(n)
+    bench_explore()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""`tdxseam sim`: deterministic simulation testing of the update protocol.
+
+    sim run --seed S        one scenario generated from the seed, every invariant checked
+    sim campaign --runs K   many seeds in parallel processes; failing seeds with their replay command
+    sim replay SEED         the same run again (with --trace: its event trace, byte for byte)
+    sim explore             bounded exhaustive schedule exploration of a small host
+    sim mutations           the planted bugs --mutate can switch on
+
+Every command imports the simulator when it runs, so `tdxseam --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from tdxseam.cli import app, exits
+
+sim_app = typer.Typer(
+    name="sim",
+    help="Deterministic simulation testing: seeded scenarios, faults, invariants, replay, exploration.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(sim_app, name="sim")
+
+_MUTATE_HELP = "Switch the host kernel to a planted bug (repeatable; see `tdxseam sim mutations`)."
+_CPUS_HELP = "Host size (1-4096); default: drawn from the seed (2-8)."
+_SCHED_HELP = "How the scheduler draws: random (seeded) or pct (priority change points)."
+
+
+def _check(cpus: int | None, mutate: list[str], schedule: str) -> tuple[str, ...]:
+    from tdxseam.kernel.kernel import MUTATIONS
+
+    if cpus is not None and not 1 <= cpus <= 4096:
+        raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
+    unknown = [m for m in mutate if m not in MUTATIONS]
+    if unknown:
+        raise exits.CliError(f"unknown mutation {unknown[0]!r}; one of: {', '.join(MUTATIONS)}", exits.USAGE)
+    if schedule not in ("random", "pct"):
+        raise exits.CliError(f"--schedule must be random or pct, not {schedule!r}", exits.USAGE)
+    return tuple(sorted(set(mutate)))
+
+
+def _print_result(r, as_json: bool, *, trace: bool, extra: dict | None = None) -> None:
+    if as_json:
+        out = r.to_json() | (extra or {})
+        if trace and r.trace is not None:
+            out["trace"] = r.trace.text().splitlines()
+        print(json.dumps(out, sort_keys=True))
+        return
+    for line in r.report_lines():
+        print(line)
+    for k, v in (extra or {}).items():
+        print(f"{k}: {v}")
+    if trace and r.trace is not None:
+        print("-- trace --")
+        sys.stdout.write(r.trace.text())
+
+
+@sim_app.command("run")
+def sim_run(
+    seed: int = typer.Option(0, "--seed", help="The seed: it fixes the scenario and the interleaving."),
+    cpus: int = typer.Option(None, "--cpus", help=_CPUS_HELP),
+    mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
+    schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
+    scenario: Path = typer.Option(None, "--scenario", metavar="FILE",
+                                  help="Run this scenario (JSON, e.g. from `sim replay --shrink-out`) instead of generating one."),
+    trace: bool = typer.Option(False, "--trace", help="Print the event trace after the report."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Generate the scenario of --seed, run it with every invariant checked, report; exit 1 on a violation."""
+    muts = _check(cpus, mutate, schedule)
+    from tdxseam.sim.runner import replay_command, run_scenario
+    from tdxseam.sim.scenario import Scenario, generate
+
+    if scenario is not None:
+        try:
+            sc = Scenario.loads(scenario.read_text())
+        except OSError as e:
+            raise exits.CliError(f"{scenario}: {e.strerror or e}", exits.BAD_INPUT) from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise exits.CliError(f"{scenario}: not a scenario: {e}", exits.BAD_INPUT) from None
+        again = f"tdxseam sim run --scenario {scenario}" + "".join(f" --mutate {m}" for m in muts) + (
+            f" --schedule {schedule}" if schedule != "random" else "")
+    else:
+        sc = generate(seed, cpus=cpus)
+        again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule)
+    r = run_scenario(sc, mutations=muts, schedule=schedule, trace=True)
+    _print_result(r, as_json, trace=trace, extra={"replay": again})
+    if r.violations:
+        raise typer.Exit(exits.FAILED)
+
+
+@sim_app.command("replay")
+def sim_replay(
+    seed: int = typer.Argument(..., help="The seed to run again."),
+    cpus: int = typer.Option(None, "--cpus", help="The --cpus the seed ran with, if any."),
+    mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
+    schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
+    trace: bool = typer.Option(False, "--trace", help="Print the event trace (identical on every replay)."),
+    do_shrink: bool = typer.Option(False, "--shrink", help="Shrink a failing scenario to a smaller one that still fails."),
+    shrink_out: Path = typer.Option(None, "--shrink-out", metavar="FILE",
+                                    help="With --shrink: write the smaller scenario here (run it with `sim run --scenario`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte."""
+    muts = _check(cpus, mutate, schedule)
+    from tdxseam.sim.replay import replay, shrink
+
+    r = replay(seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True)
+    extra = {}
+    if do_shrink:
+        if not r.violations:
+            raise exits.CliError(f"seed {seed} does not fail: nothing to shrink", exits.FAILED)
+        s = shrink(r.scenario, mutations=muts, schedule=schedule)
+        extra["shrunk"] = s.to_json() if as_json else (
+            f"{s.original.size()} -> {s.scenario.size()} ({s.runs} runs), still fails with {s.kind}: "
+            + s.scenario.dumps())
+        if shrink_out is not None:
+            shrink_out.write_text(json.dumps(s.scenario.to_json(), indent=2, sort_keys=True) + "\n")
+            extra["shrunk_run"] = f"tdxseam sim run --scenario {shrink_out}" + "".join(
+                f" --mutate {m}" for m in muts)
+    _print_result(r, as_json, trace=trace, extra=extra)
+    if r.violations:
+        raise typer.Exit(exits.FAILED)
+
+
+@sim_app.command("campaign")
+def sim_campaign(
+    runs: int = typer.Option(1000, "--runs", help="How many seeds."),
+    jobs: int = typer.Option(None, "--jobs", help="Worker processes (default: every CPU)."),
+    seed: int = typer.Option(0, "--seed", help="First seed; seeds are SEED .. SEED+RUNS-1."),
+    cpus: int = typer.Option(None, "--cpus", help=_CPUS_HELP),
+    mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
+    schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
+    stop_at_first: bool = typer.Option(False, "--stop-at-first", help="Stop once the lowest failing seed is known."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (needs the ray package)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: start a local one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (runs, violations, failing_seeds, seconds, ...)."),
+) -> None:
+    """Run many seeds in parallel; print the summary and every failing seed with its replay command."""
+    muts = _check(cpus, mutate, schedule)
+    if runs < 0:
+        raise exits.CliError("--runs must not be negative", exits.USAGE)
+    if jobs is not None and jobs < 1:
+        raise exits.CliError("--jobs must be at least 1", exits.USAGE)
+    from tdxseam.sim.campaign import ray_available, run_campaign
+
+    if ray and not ray_available():
+        raise exits.CliError("--ray needs the ray package (pip install 'tdxseam[ray]')", exits.USAGE)
+    res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
+                       stop_at_first=stop_at_first, backend="ray" if ray else "process", ray_address=ray_address)
+    if as_json:
+        print(json.dumps(res.to_json(), sort_keys=True))
+    else:
+        what = f" with {', '.join(muts)}" if muts else ""
+        print(f"campaign{what}: seeds {seed}..{seed + res.runs - 1}, {res.runs} runs, {res.jobs} job(s), "
+              f"schedule {schedule}")
+        print(f"violations: {res.violations} in {len(res.failing)} failing seed(s)")
+        if res.kinds:
+            print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(res.kinds.items())))
+        if res.seeds_to_catch is not None and muts:
+            print(f"first caught after {res.seeds_to_catch} seed(s)")
+        for f in res.failing[:50]:
+            print(f"  seed {f.seed}: [{f.kind}] {f.message}")
+            print(f"    replay: {f.replay}")
+        if len(res.failing) > 50:
+            print(f"  ... and {len(res.failing) - 50} more failing seeds (--json lists them all)")
+        rate = res.runs / res.seconds if res.seconds else 0.0
+        print(f"{res.seconds:.1f} s, {rate:.1f} runs/s, {res.steps} scheduler steps")
+    if res.violations:
+        raise typer.Exit(exits.FAILED)
+
+
+@sim_app.command("explore")
+def sim_explore(
+    cpus: int = typer.Option(2, "--cpus", help="Host size; exhaustive exploration is for 2 or 3 CPUs."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the host (boot) and the run's random parts."),
+    preemptions: int = typer.Option(1, "--preemptions", help="At most this many switches away from a CPU that could go on."),
+    depth: int = typer.Option(400, "--depth", help="Choice points considered per run (later ones take the default)."),
+    max_schedules: int = typer.Option(2000, "--max-schedules", help="Stop after this many runs."),
+    reader: bool = typer.Option(True, "--reader/--no-reader", help="A sysfs reader of seamldr_version races the update."),
+    fault: str = typer.Option(None, "--fault", metavar="SPEC", help="A fault rule, e.g. P_SEAMLDR_INSTALL@1=EBADSIG."),
+    mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
+    choices: str = typer.Option(None, "--choices", metavar="POINT:RANK...",
+                                help="Run just this schedule (as printed for a failing one) and print its trace."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run one small update scenario under every schedule within the bounds; report how many."""
+    muts = _check(cpus, mutate, "random")
+    if not 1 <= cpus <= 8:
+        raise exits.CliError("explore is for small hosts: --cpus 1..8", exits.USAGE)
+    from tdxseam.seam.faults import FaultSpecError, parse_fault_spec
+    from tdxseam.sim.scenario import tiny
+    from tdxseam.sim.schedules import explore, parse_compact, run_schedule
+
+    if fault is not None:
+        try:
+            parse_fault_spec(fault)
+        except FaultSpecError as e:
+            raise exits.CliError(str(e), exits.USAGE) from None
+    sc = tiny(seed, cpus=cpus, reader=reader, fault=fault)
+    if choices is not None:
+        try:
+            ranks = parse_compact(choices)
+        except ValueError as e:
+            raise exits.CliError(f"--choices: {e}", exits.USAGE) from None
+        r = run_schedule(sc, ranks, mutations=muts, depth=depth, trace=True)
+        _print_result(r, as_json, trace=True)
+        if r.violations:
+            raise typer.Exit(exits.FAILED)
+        return
+    ex = explore(sc, mutations=muts, preemptions=preemptions, depth=depth, max_schedules=max_schedules)
+    if as_json:
+        print(json.dumps(ex.to_json() | {"seed": seed, "cpus": cpus, "preemptions": preemptions, "depth": depth,
+                                         "mutations": list(muts)}, sort_keys=True))
+    else:
+        bound = "covered completely" if ex.exhausted else f"cut off at --max-schedules {max_schedules}"
+        print(f"seed {seed}: {cpus} CPUs, at most {preemptions} preemption(s), {depth} choice points: "
+              f"{ex.schedules} distinct schedules ({ex.distinct_interleavings} distinct CPU interleavings), "
+              f"bounded space {bound}")
+        print(f"violations: {len(ex.failing)} schedule(s)")
+        from tdxseam.sim.schedules import compact
+
+        for prefix, vs in ex.failing[:5]:
+            print(f"  --choices '{compact(prefix)}': {vs[0]}")
+        print(f"{ex.seconds:.1f} s")
+    if ex.failing:
+        raise typer.Exit(exits.FAILED)
+
+
+@sim_app.command("mutations")
+def sim_mutations(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """The planted bugs `--mutate NAME` switches on, each one a broken variant of the host code."""
+    from tdxseam.kernel.kernel import MUTATIONS
+
+    if as_json:
+        print(json.dumps(MUTATIONS, sort_keys=True))
+        return
+    width = max(len(n) for n in MUTATIONS)
+    for name, what in MUTATIONS.items():
+        print(f"{name:<{width}}  {what}")

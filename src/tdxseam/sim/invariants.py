@@ -1,0 +1,575 @@
+"""What must hold in every run, checked while it runs and when each update ends.
+
+Checked at every SEAMCALL, through an observer set in front of the SEAM door (`machine.seam`: the
+CPU's SEAMCALL instruction enters it, it passes the call on to the firmware unchanged):
+- never two CPUs inside the P-SEAMLDR (hardware would fail the second with VMfailInvalid);
+- while the lockstep runs, no SEAMCALL but the lockstep's own, and each of those belongs to the
+  shared state of the moment (TDH.SYS.SHUTDOWN in SHUTDOWN, SEAMLDR.INSTALL in CPU_INSTALL, ...);
+- at TDH.SYS.SHUTDOWN no TD is mid-build (on the SEAM side: `Td.in_build`);
+- at TDH.SYS.UPDATE every CPU of the update has run TDH.SYS.LP.INIT on the new module.
+Checked at every scheduler step (`Scheduler.on_step`), for the update in flight:
+- the set of online CPUs does not change between the lockstep's creation and the update's return;
+- every CPU that enters the lockstep leaves it; the shared state never moves past a state in
+  which a CPU reported failure (the abort rule).
+Checked when an update ends, against the table of spec-linux.md §5.7 (`OUTCOMES`):
+- the update failed exactly where its causes say it must (an injected fault that fired, no
+  updates left, a broken image, P-SEAMLDR entropy failures, an offline CPU, a module already
+  lost, a TD build in flight) and nowhere else; a failure without a cause is a violation;
+- afterwards the module, `version`, the TDs (pages and measurement included), the `error` file and
+  `num_remaining_updates` are what the table gives for that step.
+The runner adds: readers see only sane values, no lock-checker report, no exception in kernel
+code, and the run ends (no deadlock, within its step budget).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_name
+from tdxseam.formats.status import TdxStatus
+from tdxseam.kernel.firmware_upload import FwUploadErr
+from tdxseam.kernel.seamldr import ModuleUpdateState as S
+from tdxseam.platform.cpu import SeamcallEnd
+
+if TYPE_CHECKING:
+    from tdxseam.host import EmulatedHost
+    from tdxseam.platform.cpu import Cpu, Regs
+    from tdxseam.platform.sched import Scheduler
+    from tdxseam.seam.faults import FaultPlan
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    step: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] step {self.step}: {self.message}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "step": self.step, "message": self.message}
+
+
+# ---- the lockstep's own SEAMCALLs, by shared state ------------------------------------------------
+
+PHASE_LEAVES: dict[int, frozenset[int]] = {
+    S.MODULE_UPDATE_SHUTDOWN: frozenset({TdxLeaf.TDH_SYS_RD, TdxLeaf.TDH_SYS_SHUTDOWN}),
+    S.MODULE_UPDATE_CPU_INSTALL: frozenset({SeamldrLeaf.P_SEAMLDR_INSTALL}),
+    S.MODULE_UPDATE_CPU_INIT: frozenset({TdxLeaf.TDH_SYS_INIT, TdxLeaf.TDH_SYS_LP_INIT}),
+    S.MODULE_UPDATE_RUN_UPDATE: frozenset({TdxLeaf.TDH_SYS_UPDATE, TdxLeaf.TDH_SYS_RD}),
+}
+STEP_OF_STATE = {
+    S.MODULE_UPDATE_SHUTDOWN: "shutdown", S.MODULE_UPDATE_CPU_INSTALL: "install",
+    S.MODULE_UPDATE_CPU_INIT: "init", S.MODULE_UPDATE_RUN_UPDATE: "update",
+}
+STEP_ORDER = ("image", "busy", "shutdown", "install", "init", "update", "none")
+
+# ---- the oracle: spec-linux.md §5.7, one row per failing step ---------------------------------------
+
+FW_INVALID = "transferring:firmware-invalid\n"
+DEVICE_BUSY = "transferring:device-busy\n"
+
+
+@dataclass(frozen=True)
+class Expect:
+    module: str  # "old" (the same module, as usable as before), "new-ready", "new-not-ready", "unusable"
+    version: str  # what `version` reads after: "unchanged", "new", "ENXIO"
+    tds: str  # "intact" (untouched), "lost"; "-" when no lockstep ran
+    error: str  # the `error` file
+    remaining: int | None  # change of num_remaining_updates; None: no lockstep ran
+
+
+OUTCOMES: dict[str, Expect] = {
+    # rejected before any SEAMCALL
+    "busy": Expect("old", "unchanged", "-", DEVICE_BUSY, None),  # a TD build in flight (tdxseam's guard)
+    "image": Expect("old", "unchanged", "-", FW_INVALID, None),  # image validation / -ENOMEM
+    # failed in the lockstep
+    "shutdown": Expect("old", "unchanged", "intact", FW_INVALID, 0),
+    "install": Expect("unusable", "ENXIO", "lost", FW_INVALID, 0),
+    "init": Expect("new-not-ready", "ENXIO", "lost", FW_INVALID, -1),
+    "init-offline": Expect("unusable", "ENXIO", "lost", FW_INVALID, 0),  # INSTALL never completed
+    "update": Expect("new-not-ready", "ENXIO", "lost", FW_INVALID, -1),
+    # succeeded
+    "none": Expect("new-ready", "new", "intact", "", -1),
+    "none-stale": Expect("new-ready", "unchanged", "intact", "", -1),  # version re-read failed: WARN only
+}
+
+
+@dataclass
+class FaultHit:
+    step: int
+    cpu: int
+    leaf: int
+    status: Any
+    task: str
+    nth: int | None
+    state: int | None  # the lockstep's shared state when it fired (None: outside the lockstep)
+
+    @property
+    def fatal(self) -> bool:
+        """Does the kernel give up on this call? It retries a module's TDX_RND_NO_ENTROPY 10 times."""
+        if (not self.leaf & SEAMLDR_LEAF_BIT and self.status == TdxStatus.TDX_RND_NO_ENTROPY
+                and self.nth is not None):
+            return False
+        return True
+
+    def describe(self) -> str:
+        st = self.status if isinstance(self.status, str) else f"0x{self.status:016x}"
+        return f"{leaf_name(self.leaf)} on cpu{self.cpu} -> {st}"
+
+
+@dataclass
+class UpdateRecord:
+    """One upload attempt, from the kernel's write() to the error file."""
+
+    index: int
+    attempt: int
+    target: str
+    image: str
+    aslr: bool
+    seamdb: bool
+    start_step: int
+    builders: int = 0
+    online_at_write: tuple[int, ...] = ()
+    module_ok: bool = True
+    version_before: str | int | None = None  # what `version` read before the upload
+    remaining_before: int = 0
+    result: int | None = None  # FwUploadErr of the write
+    returned: bool = False
+    ctrl: Any = None
+    online_at_ctrl: tuple[int, ...] = ()
+    started: bool = False
+    ended: bool = False
+    td_before: dict = field(default_factory=dict)
+    td_after: dict = field(default_factory=dict)
+    module_before: Any = None
+    ready_before: bool = False
+    module_after: Any = None
+    seam_ready_after: int = 0
+    remaining_after: int = 0
+    lp_init_ok: set[int] = field(default_factory=set)
+    log_seen: int = 0  # entries of ctrl.log looked at
+    first_fail: int | None = None  # the first state a CPU acked with a failure
+    faults: list[FaultHit] = field(default_factory=list)
+    observed: str = ""
+    expected: str = ""
+    causes: list[str] = field(default_factory=list)
+    error_text: str | int = ""
+    version_after: str | int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.started and not self.ended
+
+    def summary(self) -> dict:
+        va = self.version_after
+        return {
+            "update": self.index, "attempt": self.attempt, "to": self.target, "image": self.image,
+            "outcome": self.observed, "expected": self.expected, "causes": list(self.causes),
+            "version_after": va.strip() if isinstance(va, str) else ("ENXIO" if va is not None else None),
+            "error": self.error_text.strip() if isinstance(self.error_text, str) else self.error_text,
+            "cpus": len(self.online_at_ctrl) if self.ctrl is not None else None,
+        }
+
+
+class Door:
+    """Stands in front of the SEAM firmware on the machine: sees every SEAMCALL, changes none."""
+
+    def __init__(self, fw: Any, monitor: Monitor) -> None:
+        self.fw = fw
+        self.monitor = monitor
+
+    def seamcall(self, cpu: Cpu, regs: Regs) -> SeamcallEnd:
+        mon = self.monitor
+        leaf = regs.rax
+        mon.on_entry(cpu, leaf)
+        end = self.fw.seamcall(cpu, regs)
+        mon.on_exit(cpu, leaf, end, regs)
+        return end
+
+    def __getattr__(self, name: str) -> Any:  # anything else is the firmware's
+        return getattr(self.fw, name)
+
+
+class Monitor:
+    """The in-run invariants (see the module docstring). `violations` collects what broke."""
+
+    def __init__(self, host: EmulatedHost, plan: FaultPlan | None, *, watch_online: bool = True) -> None:
+        self.host = host
+        self.k = host.kernel
+        self.m = host.machine
+        self.fw = host.fw
+        self.sched = host.machine.sched
+        self.violations: list[Violation] = []
+        self.records: list[UpdateRecord] = []
+        self.current: UpdateRecord | None = None  # the upload whose write() runs
+        self.lockstep: UpdateRecord | None = None  # the record whose lockstep runs
+        self._seen_ctrl = getattr(self.k, "last_update_ctrl", None)
+        self._seamldr_inside: list[int] = []
+        self._injected: dict[int, FaultHit] = {}
+        # the last SEAMCALL of each (task, interrupt depth): neither another task on the CPU nor
+        # an interrupt handler's call may hide the result of the call a task made
+        self.last_call: dict[tuple[Any, int], tuple[int, SeamcallEnd, int, FaultHit | None]] = {}
+        self.faults_fired: list[FaultHit] = []
+        self.lost = False  # the kernel has no usable module (a failed update)
+        self._kinds_reported: set[tuple[str, int]] = set()
+        self.plan = plan
+        # compare the online set at every step of an update (O(CPUs) each); the runner turns it
+        # off for scenarios without hotplug, where the set is still compared at the update's
+        # start, lockstep start and end, and return
+        self.watch_online = watch_online
+        self._door = Door(self.fw, self)
+        self.m.seam = self._door
+        if plan is not None:
+            self.fw.fault_hook = self._fault_hook
+        self.sched.on_step = self.on_step
+
+    # ---- reporting ------------------------------------------------------------------------------
+
+    def violate(self, kind: str, message: str, *, once_per: int | None = None) -> None:
+        """Record a violation; `once_per` (e.g. a record index) keeps one of a kind per key."""
+        if once_per is not None:
+            key = (kind, once_per)
+            if key in self._kinds_reported:
+                return
+            self._kinds_reported.add(key)
+        v = Violation(kind, self.sched.steps, message)
+        self.violations.append(v)
+        self.m.emit("sim-violation", str(v))
+
+    # ---- faults ---------------------------------------------------------------------------------
+
+    def _fault_hook(self, cpu: Cpu, regs: Regs) -> Any:
+        plan = self.plan
+        before = [r.fired for r in plan.rules]
+        out = plan(cpu, regs)
+        if out is None:
+            return None
+        nth = None
+        for r, b in zip(plan.rules, before):
+            if r.fired != b:
+                nth = r.nth
+                break
+        status = out.value if isinstance(out, SeamcallEnd) else out
+        task = self.sched.current
+        rec = self.lockstep
+        state = rec.ctrl.state if rec is not None and rec.active and _is_stopper(task) else None
+        hit = FaultHit(self.sched.steps, cpu.id, regs.rax, status, task.name if task else "?", nth, state)
+        self.faults_fired.append(hit)
+        self._injected[cpu.id] = hit
+        if state is not None:
+            rec.faults.append(hit)
+        return out
+
+    # ---- the door -------------------------------------------------------------------------------
+
+    def on_entry(self, cpu: Cpu, leaf: int) -> None:
+        if leaf & SEAMLDR_LEAF_BIT:
+            if self._seamldr_inside:
+                inside = ", ".join(f"cpu{c}" for c in self._seamldr_inside)
+                self.violate("seamldr-overlap",
+                             f"cpu{cpu.id} enters the P-SEAMLDR ({leaf_name(leaf)}) while {inside} is inside")
+            self._seamldr_inside.append(cpu.id)
+        self._poll_ctrl()
+        rec = self.lockstep
+        if rec is None or not rec.active:
+            return
+        task = self.sched.current
+        state = rec.ctrl.state
+        if not _is_stopper(task):
+            if not leaf & SEAMLDR_LEAF_BIT:
+                self.violate("seamcall-during-update",
+                             f"{leaf_name(leaf)} from {task.name if task else '?'} on cpu{cpu.id} while the "
+                             f"update's lockstep runs", once_per=rec.start_step)
+            return
+        allowed = PHASE_LEAVES.get(state, frozenset())
+        if leaf not in allowed:
+            name = S(state).name if state in S._value2member_map_ else str(state)
+            self.violate("lockstep-phase",
+                         f"cpu{cpu.id} issues {leaf_name(leaf)} while the shared state is {name}",
+                         once_per=rec.start_step)
+        if leaf == TdxLeaf.TDH_SYS_SHUTDOWN:
+            mod = self.fw.module
+            if mod is not None:
+                building = sorted(td.tdr_pa for td in mod.tds.tds.values() if td.in_build)
+                if building:
+                    self.violate("td-build-at-shutdown",
+                                 "TDH.SYS.SHUTDOWN while TD(s) " + ", ".join(f"0x{t:x}" for t in building)
+                                 + " are mid-build (MNG.INIT done, MR.FINALIZE not)")
+        elif leaf == TdxLeaf.TDH_SYS_UPDATE:
+            missing = sorted(set(rec.online_at_ctrl) - rec.lp_init_ok)
+            if missing:
+                self.violate("lp-init-missing",
+                             "TDH.SYS.UPDATE before TDH.SYS.LP.INIT on " + ", ".join(f"cpu{c}" for c in missing))
+
+    def on_exit(self, cpu: Cpu, leaf: int, end: SeamcallEnd, regs: Regs) -> None:
+        if leaf & SEAMLDR_LEAF_BIT and cpu.id in self._seamldr_inside:
+            self._seamldr_inside.remove(cpu.id)
+        hit = self._injected.pop(cpu.id, None)
+        status = regs.rax if end is SeamcallEnd.SEAMRET else -1
+        self.last_call[(self.sched.current, cpu.irq_depth)] = (leaf, end, status, hit)
+        rec = self.lockstep
+        if (rec is not None and rec.active and leaf == TdxLeaf.TDH_SYS_LP_INIT
+                and end is SeamcallEnd.SEAMRET and status == 0):
+            rec.lp_init_ok.add(cpu.id)
+
+    # ---- every step -----------------------------------------------------------------------------
+
+    def _poll_ctrl(self) -> None:
+        ctrl = getattr(self.k, "last_update_ctrl", None)
+        if ctrl is not self._seen_ctrl:
+            self._seen_ctrl = ctrl
+            rec = self.current
+            if rec is None:
+                self.violate("update-untracked", "a lockstep was created outside an upload's write()")
+                return
+            rec.ctrl = ctrl
+            rec.online_at_ctrl = self._online()
+            self.lockstep = rec
+        rec = self.lockstep
+        if rec is None or rec.ctrl is None:
+            return
+        ctrl = rec.ctrl
+        if not rec.started and ctrl.entered:
+            self._lockstep_start(rec)
+        if rec.started and not rec.ended and len(ctrl.left) >= ctrl.num_cpus:
+            self._lockstep_end(rec)
+
+    def on_step(self, sched: Scheduler) -> None:
+        self._poll_ctrl()
+        rec = self.lockstep
+        if rec is None or rec.returned or rec.ctrl is None:
+            return
+        if self.watch_online and self._online() != rec.online_at_ctrl:
+            self.violate("online-changed",
+                         f"online CPUs changed during the update: {_cpus(rec.online_at_ctrl)} -> "
+                         f"{_cpus(self._online())}", once_per=rec.start_step)
+        if rec.started and not rec.ended:
+            ctrl = rec.ctrl
+            log = ctrl.log
+            while rec.first_fail is None and rec.log_seen < len(log):  # only the new entries
+                _c, st, ev, r = log[rec.log_seen]
+                rec.log_seen += 1
+                if ev == "ack" and r:
+                    rec.first_fail = st
+            if rec.first_fail is not None and rec.first_fail < ctrl.state <= S.MODULE_UPDATE_DONE:
+                self.violate("lockstep-abort",
+                             f"the shared state moved to {S(ctrl.state).name} after a CPU failed "
+                             f"{S(rec.first_fail).name}", once_per=rec.start_step)
+
+    def _check_online(self, rec: UpdateRecord) -> None:
+        now = self._online()
+        if now != rec.online_at_ctrl:
+            self.violate("online-changed", f"online CPUs changed during the update: "
+                                           f"{_cpus(rec.online_at_ctrl)} -> {_cpus(now)}", once_per=rec.start_step)
+
+    def _online(self) -> tuple[int, ...]:
+        return tuple(c.id for c in self.m.cpus if c.online)
+
+    def _lockstep_start(self, rec: UpdateRecord) -> None:
+        from tdxseam.seam.td import td_snapshot
+
+        rec.started = True
+        self._check_online(rec)
+        rec.td_before = td_snapshot(self.fw)
+        rec.module_before = self.fw.module
+        rec.ready_before = _usable(self.fw)
+        self.m.emit("sim", f"lockstep of upload {rec.index}.{rec.attempt} starts on {len(rec.online_at_ctrl)} CPUs")
+
+    def _lockstep_end(self, rec: UpdateRecord) -> None:
+        from tdxseam.kernel.tdx import tdx_get_sysinfo
+        from tdxseam.seam.td import td_snapshot
+
+        rec.ended = True
+        self._check_online(rec)
+        fw = self.fw
+        rec.td_after = td_snapshot(fw)
+        rec.module_after = fw.module
+        rec.seam_ready_after = fw.seamextend.seam_ready
+        rec.remaining_after = fw.pseamldr.num_remaining_updates
+        ctrl = rec.ctrl
+        if sorted(ctrl.left) != sorted(ctrl.entered) or len(ctrl.entered) != len(rec.online_at_ctrl):
+            self.violate("lockstep-exit", f"CPUs entered {sorted(ctrl.entered)}, left {sorted(ctrl.left)}, "
+                                          f"online at start {list(rec.online_at_ctrl)}")
+        self.lost = tdx_get_sysinfo(self.k) is None
+        self.m.emit("sim", f"lockstep of upload {rec.index}.{rec.attempt} ends"
+                           + (": no usable module" if self.lost else ""))
+
+    # ---- write() of the tdx_module upload --------------------------------------------------------
+
+    def write_begins(self, rec: UpdateRecord) -> None:
+        from tdxseam.kernel.kvm_tdx import kvm_tdx
+        from tdxseam.kernel.tdx import tdx_get_sysinfo
+
+        fw = self.fw
+        rec.builders = kvm_tdx(self.k).build_lock.builders
+        rec.online_at_write = self._online()
+        mod = fw.module
+        rec.module_ok = (mod is not None and mod.ready and bool(fw.seamextend.seam_ready)
+                         and tdx_get_sysinfo(self.k) is not None)
+        rec.remaining_before = fw.pseamldr.num_remaining_updates
+        self.current = rec
+
+    def write_returns(self, rec: UpdateRecord, result: int) -> None:
+        self._poll_ctrl()
+        rec.result = result
+        if rec.ctrl is not None:
+            self._check_online(rec)
+            if not rec.ended:
+                self.violate("lockstep-exit", "the update returned while CPUs were still in its lockstep")
+        rec.returned = True
+        self.current = None
+
+    # ---- the oracle -----------------------------------------------------------------------------
+
+    def judge(self, rec: UpdateRecord) -> None:
+        """Where the update failed, where it should have, and whether the aftermath fits §5.7."""
+        observed = self._observed_step(rec)
+        expected, causes, stale = self._expected_step(rec)
+        rec.causes = causes
+        key = expected
+        if expected == "init" and any(c.startswith("offline") for c in causes) and not any(
+                c.startswith("fault") for c in causes):
+            key = "init-offline"
+        if expected == "none" and stale:
+            key = "none-stale"
+        rec.observed, rec.expected = observed, key
+        if observed != expected:
+            why = "; ".join(causes) if causes else "no cause"
+            self.violate("outcome", f"upload {rec.index}.{rec.attempt} to {rec.target}: failed at "
+                                    f"{observed!r}, expected {expected!r} ({why})")
+            return
+        exp = OUTCOMES[key]
+        problems = self._aftermath(rec, exp)
+        for p in problems:
+            self.violate("aftermath", f"upload {rec.index}.{rec.attempt} to {rec.target} ({key}): {p}")
+
+    def _observed_step(self, rec: UpdateRecord) -> str:
+        if rec.result == FwUploadErr.FW_UPLOAD_ERR_BUSY:
+            return "busy"
+        if rec.ctrl is None:
+            return "image" if rec.result else "none"
+        fail = next((st for (_c, st, ev, r) in rec.ctrl.log if ev == "ack" and r), None)
+        if fail is None:
+            if rec.result:
+                self.violate("outcome", f"upload {rec.index}.{rec.attempt}: the update failed but no CPU "
+                                        "reported a failure in the lockstep")
+            return "none"
+        if not rec.result:
+            self.violate("outcome", f"upload {rec.index}.{rec.attempt}: a CPU failed "
+                                    f"{S(fail).name} but the update reported success")
+        return STEP_OF_STATE.get(fail, f"state{fail}")
+
+    def _expected_step(self, rec: UpdateRecord) -> tuple[str, list[str], bool]:
+        # the kernel checks the image before it looks for TD builds in flight
+        if rec.image == "bad-header":
+            return "image", ["the image header is invalid"], False
+        if rec.builders:
+            return "busy", [f"{rec.builders} TD build(s) in flight"], False
+        causes: list[tuple[str, str]] = []
+        if not rec.module_ok:
+            causes.append(("shutdown", "no usable module before the update"))
+        stale = False
+        for f in rec.faults:
+            if not f.fatal:
+                continue
+            if f.leaf == TdxLeaf.TDH_SYS_RD:
+                if f.state == S.MODULE_UPDATE_RUN_UPDATE:
+                    stale = True  # the version re-read: WARN, version not refreshed
+                continue  # the handoff-version read: WARN, shutdown goes on with version 0
+            step = _STEP_OF_LEAF.get(f.leaf)
+            if step is not None:
+                causes.append((step, f"fault {f.describe()}"))
+        offline = rec.ctrl is not None and len(rec.online_at_ctrl) < self.m.ncpus
+        if not offline:  # checks of the session's last LP, which never comes with a CPU offline
+            if rec.remaining_before == 0:
+                causes.append(("install", "no updates left (num_remaining_updates 0)"))
+            if rec.image == "bad-sig":
+                causes.append(("install", "the sigstruct's signature is wrong"))
+            if rec.image == "bad-hash":
+                causes.append(("install", "the module pages do not match SEAMHASH"))
+            if rec.aslr:
+                causes.append(("install", "the P-SEAMLDR's RDRAND for ASLR fails"))
+            if rec.seamdb:
+                causes.append(("install", "SEAMDB_INSERT fails on every try"))
+        if offline:
+            causes.append(("init", f"offline CPU(s) {_cpus(tuple(sorted(set(range(self.m.ncpus)) - set(rec.online_at_ctrl))))}: "
+                                   "INSTALL never completes"))
+        if not causes:
+            return "none", [], stale
+        first = min(STEP_ORDER.index(s) for s, _ in causes)
+        step = STEP_ORDER[first]
+        return step, [why for s, why in causes if s == step], stale
+
+    def _aftermath(self, rec: UpdateRecord, exp: Expect) -> list[str]:
+        out = []
+        if rec.error_text != exp.error:
+            out.append(f"error file reads {rec.error_text!r}, expected {exp.error!r}")
+        va = rec.version_after
+        if exp.version == "unchanged" and va != rec.version_before:
+            out.append(f"version reads {_v(va)}, expected it unchanged ({_v(rec.version_before)})")
+        elif exp.version == "new" and va != f"{rec.target}\n":
+            out.append(f"version reads {_v(va)}, expected {rec.target}")
+        elif exp.version == "ENXIO" and va != -errno.ENXIO:
+            out.append(f"version reads {_v(va)}, expected ENXIO")
+        if exp.tds == "-" or not rec.ended:
+            return out
+        if exp.tds == "intact" and rec.td_after != rec.td_before:
+            from tdxseam.seam.td import compare_tds
+
+            diff = compare_tds(rec.td_before, rec.td_after)
+            out.append("TDs not preserved: " + "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else ""))
+        elif exp.tds == "lost" and rec.td_after:
+            out.append(f"{len(rec.td_after)} TD(s) still usable after a failed update")
+        mod = rec.module_after
+        ready = mod is not None and mod.ready and bool(rec.seam_ready_after)
+        if exp.module == "old" and (mod is not rec.module_before or ready != rec.ready_before):
+            out.append("the module before the update is not left as it was")
+        elif exp.module == "new-ready":
+            if mod is None or mod is rec.module_before or not ready:
+                out.append("no new usable module")
+            elif mod.build is None or str(mod.build.version) != rec.target:
+                out.append(f"module {mod.build.version if mod.build else '?'} runs, expected {rec.target}")
+        elif exp.module == "new-not-ready":
+            if mod is None or mod is rec.module_before or ready:
+                out.append("expected the new module loaded but not initialised")
+        elif exp.module == "unusable" and ready:
+            out.append("a usable module remains after a failed INSTALL")
+        if exp.remaining is not None:
+            delta = rec.remaining_after - rec.remaining_before
+            if delta != exp.remaining:
+                out.append(f"num_remaining_updates changed by {delta}, expected {exp.remaining}")
+        return out
+
+
+_STEP_OF_LEAF = {
+    TdxLeaf.TDH_SYS_SHUTDOWN: "shutdown",
+    SeamldrLeaf.P_SEAMLDR_INSTALL: "install",
+    TdxLeaf.TDH_SYS_INIT: "init",
+    TdxLeaf.TDH_SYS_LP_INIT: "init",
+    TdxLeaf.TDH_SYS_UPDATE: "update",
+}
+
+
+def _usable(fw: Any) -> bool:
+    mod = fw.module
+    return mod is not None and mod.ready and bool(fw.seamextend.seam_ready)
+
+
+def _is_stopper(task: Any) -> bool:
+    return task is not None and task.name.startswith("migration/")
+
+
+def _cpus(ids: tuple[int, ...]) -> str:
+    return "{" + ",".join(str(i) for i in ids) + "}"
+
+
+def _v(v: Any) -> str:
+    if isinstance(v, str):
+        return v.strip()
+    if v == -errno.ENXIO:
+        return "ENXIO"
+    return repr(v)

@@ -1,0 +1,504 @@
+"""Run one scenario on an emulated host, with every invariant watching; report what broke.
+
+`run_scenario(scenario)` boots the host the scenario describes, builds its prebuilt TDs, then
+starts one task per actor (updater, TD builders, sysfs readers, interrupt raisers, hotplug) on
+the simulated CPUs and runs them all under the deterministic scheduler. The seed of the scenario
+seeds the host, so a run is a function of (scenario, mutations, schedule policy): run it again and
+every step, every trace line and every verdict is the same. `run_seed(seed)` generates the
+scenario first.
+
+Actors call the kernel as userspace and KVM would: the update goes through the `tdx_module`
+fw_upload files (loading/data/loading, then wait for idle, read `error` and `version`), readers call
+the `tdx_host` attribute callbacks, TD builders call KVM-lite, hotplug calls `cpu_down`/`cpu_up`.
+The only things the harness touches directly are the fault knobs the scenario names (a fault
+plan on the SEAM door, the P-SEAMLDR's entropy knobs for one upload).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from tdxseam.formats.leaves import SeamldrLeaf
+from tdxseam.formats.version import ModuleVersion
+from tdxseam.kernel.firmware_upload import FwUploadErr
+from tdxseam.platform.cpu import SeamcallEnd
+from tdxseam.platform.sched import StepBudgetExceeded, WaitQueue
+from tdxseam.sim.invariants import Monitor, UpdateRecord, Violation
+from tdxseam.sim.scenario import Scenario, generate
+
+SCHEDULES = ("random", "pct")
+PAGE = 4096
+
+
+@lru_cache(maxsize=64)
+def update_image(version: str, kind: str = "good") -> bytes:
+    """A test-signed v2 update image of `version`, intact or broken in one chosen way."""
+    from tdxseam.formats.testsign import make_image
+
+    img = bytearray(make_image(ModuleVersion.parse(version)))
+    if kind == "bad-header":
+        img[0:2] = (0x201).to_bytes(2, "little")  # header version: the kernel wants 0x200
+    elif kind == "bad-sig":
+        img[PAGE + 0x204 + 7] ^= 0x5A  # a byte of the RSA signature
+    elif kind == "bad-hash":
+        img[2 * PAGE + 1500] ^= 0xFF  # a byte of module page 0, past the identity header
+    elif kind != "good":
+        raise ValueError(f"unknown image kind {kind!r}")
+    return bytes(img)
+
+
+def default_budget(sc: Scenario) -> int:
+    """Scheduler steps a scenario may take (after boot) before the run counts as a livelock."""
+    return 100_000 + 6_000 * sc.cpus * (1 + sum(1 + u.retries for u in sc.updates))
+
+
+@dataclass
+class RunResult:
+    seed: int
+    cpus: int
+    mutations: tuple[str, ...]
+    schedule: str
+    violations: list[Violation]
+    updates: list[dict]
+    steps: int
+    schedule_digest: str
+    trace_digest: str | None
+    stats: dict = field(default_factory=dict)
+    scenario: Scenario | None = None
+    trace: Any = None  # the host's Trace when the run was traced
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def first_kind(self) -> str | None:
+        return self.violations[0].kind if self.violations else None
+
+    def to_json(self) -> dict:
+        return {
+            "seed": self.seed, "cpus": self.cpus, "mutations": list(self.mutations),
+            "schedule": self.schedule, "ok": self.ok,
+            "violations": [v.to_json() for v in self.violations], "updates": self.updates,
+            "steps": self.steps, "schedule_digest": self.schedule_digest,
+            "trace_digest": self.trace_digest, "stats": self.stats,
+        }
+
+    def report_lines(self) -> list[str]:
+        muts = f", mutations {','.join(self.mutations)}" if self.mutations else ""
+        out = [f"seed {self.seed}: {self.cpus} CPUs, schedule {self.schedule}{muts}"]
+        if self.scenario is not None:
+            out += ["  " + line for line in self.scenario.describe()]
+        for u in self.updates:
+            how = "succeeded" if u["outcome"] == "none" else f"failed at {u['outcome']}"
+            if u["expected"] == "none-stale" and u["outcome"] == "none":
+                how += " (version re-read failed: WARN, version not refreshed)"
+            elif u["expected"] not in (u["outcome"], "init-offline"):
+                how += f" (expected {u['expected']})"
+            why = f" ({'; '.join(u['causes'])})" if u["causes"] else ""
+            err = f"error {u['error']!r}" if u["error"] else "error file empty"
+            out.append(f"upload {u['update']}.{u['attempt']} -> {u['to']} [{u['image']}]: {how}{why}; "
+                       f"version {u['version_after']}; {err}")
+        s = self.stats
+        out.append(f"TDs built {s.get('tds_built', 0)}, reads {s.get('reads', 0)}, interrupts "
+                   f"{s.get('irqs', 0)}, faults fired {s.get('faults_fired', 0)}, hotplug {s.get('hotplug', 0)}")
+        if self.violations:
+            out.append(f"violations: {len(self.violations)}")
+            out += [f"  {v}" for v in self.violations]
+        else:
+            out.append("violations: none")
+        out.append(f"steps {self.steps}, schedule {self.schedule_digest}"
+                   + (f", trace {self.trace_digest}" if self.trace_digest else ""))
+        return out
+
+
+class _WatchedOps:
+    """The tdx_module upload ops, with write() reported to the monitor (begin and return)."""
+
+    def __init__(self, inner: Any, sim: SimRun) -> None:
+        self.inner = inner
+        self.sim = sim
+
+    def prepare(self, data: bytes, size: int) -> FwUploadErr:
+        return self.inner.prepare(data, size)
+
+    def write(self, data: bytes, offset: int, size: int) -> tuple[FwUploadErr, int]:
+        sim = self.sim
+        rec = sim.pending or UpdateRecord(-1, 0, "?", "?", False, False, sim.sched.steps)
+        sim.pending = None
+        sim.mon.records.append(rec)
+        sim.mon.write_begins(rec)
+        err, written = self.inner.write(data, offset, size)
+        sim.mon.write_returns(rec, int(err))
+        return err, written
+
+    def poll_complete(self) -> FwUploadErr:
+        return self.inner.poll_complete()
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+
+def _delay(cpu: Any, n: int) -> None:
+    for _ in range(n):
+        cpu.preempt_point()
+
+
+class SimRun:
+    """One scenario on one host: build, run, judge."""
+
+    def __init__(self, scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
+                 schedule: str | Any = "random", trace: bool = False, max_steps: int | None = None) -> None:
+        from tdxseam.host import DeclaredModule, EmulatedHost
+        from tdxseam.kernel.tdx_host import tdx_host_init
+        from tdxseam.seam.faults import FaultPlan, parse_fault_spec
+        from tdxseam.seam.pseamldr import SeamldrBuild
+
+        sc = scenario
+        self.sc = sc
+        self.mutations = tuple(sorted(mutations))
+        self.schedule = schedule if isinstance(schedule, str) else getattr(schedule, "name", "custom")
+        self.budget = max_steps or default_budget(sc)
+        self.host = EmulatedHost(
+            sc.cpus, seed=sc.seed, module=DeclaredModule(ModuleVersion.parse(sc.module)),
+            seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
+            mutations=frozenset(self.mutations), trace=trace)
+        self.k = self.host.kernel
+        self.m = self.host.machine
+        self.fw = self.host.fw
+        self.sched = self.m.sched
+        self.dev = tdx_host_init(self.k)
+        self.stats = {"tds_built": 0, "reads": 0, "irqs": 0, "faults_fired": 0, "hotplug": 0}
+        self.versions = {f"{sc.module}\n"} | {f"{ModuleVersion.parse(u.to)}\n" for u in sc.updates}
+        self.pending: UpdateRecord | None = None
+        self.uploads_started = 0
+        self.updater_done = False
+        self.sig = WaitQueue(self.sched, "sim: uploads")
+        self.idle = WaitQueue(self.sched, "sim: upload idle")
+        self._prebuild()
+        plan = FaultPlan([parse_fault_spec(f) for f in sc.faults]) if sc.faults else None
+        self.mon = Monitor(self.host, plan, watch_online=bool(sc.hotplug))
+        self.early: list[Violation] = []
+        if self.dev.fw_upload is None:
+            self.early.append(Violation("setup", self.sched.steps, "the host offers no runtime update"))
+        else:
+            self.dev.fw_upload.ops = _WatchedOps(self.dev.fw_upload.ops, self)
+            self.dev.fw_upload.on_idle.append(self.idle.notify_all)
+        self._spawn_actors()
+        self.sched.max_steps = self.sched.steps + self.budget  # the scenario's own steps, not boot's
+        if isinstance(schedule, str):
+            if schedule == "pct":
+                from tdxseam.sim.schedules import PctPolicy
+
+                self.sched.pick = PctPolicy(sc.seed)
+            elif schedule != "random":
+                raise ValueError(f"unknown schedule {schedule!r} (random or pct)")
+        else:
+            self.sched.pick = schedule
+
+    # ---- setup ----------------------------------------------------------------------------------
+
+    def _prebuild(self) -> None:
+        from tdxseam.kernel.kvm_tdx import tdx_td_create, tdx_vcpu_run
+
+        self.td_handles: dict[int, Any] = {}
+        for i, t in enumerate(self.sc.tds):
+            if not t.prebuilt:
+                continue
+
+            def build(i=i, t=t) -> None:
+                ret, td = tdx_td_create(self.k, nr_vcpus=t.vcpus, nr_pages=t.pages, seed=self._td_seed(i))
+                if ret == 0:
+                    self.td_handles[i] = td
+                    tdx_vcpu_run(self.k, td)
+
+            self.host.run_on(t.cpu, build)
+            self.stats["tds_built"] += i in self.td_handles
+
+    def _td_seed(self, i: int) -> int:
+        return self.sc.seed * 100 + i
+
+    def _spawn_actors(self) -> None:
+        sc, sp, cpus = self.sc, self.sched.spawn, self.m.cpus
+        if sc.updates and self.dev.fw_upload is not None:
+            sp(cpus[sc.updater_cpu], self._updater, name="sim-updater")
+        else:
+            self.updater_done = True
+        for i, t in enumerate(sc.tds):
+            if t.prebuilt:
+                if t.runs and i in self.td_handles:
+                    sp(cpus[t.cpu], self._td_runner, i, t, self.td_handles[i], name=f"sim-td{i}")
+            else:
+                sp(cpus[t.cpu], self._td_builder, i, t, name=f"sim-td{i}")
+        for i, r in enumerate(sc.readers):
+            sp(cpus[r.cpu], self._reader, i, r, name=f"sim-reader{i}")
+        for i, q in enumerate(sc.irqs):
+            sp(cpus[q.cpu], self._irq_raiser, i, q, name=f"sim-irq{i}")
+        for i, h in enumerate(sc.hotplug):
+            sp(cpus[h.cpu], self._hotplug, i, h, name=f"sim-hotplug{i}")
+
+    def _cpu(self) -> Any:
+        return self.m.current_cpu()
+
+    def _wait_upload(self, k: int) -> None:
+        self._cpu().sleep_until(self.sig, lambda: self.uploads_started >= k or self.updater_done,
+                                f"sim: upload {k} to begin")
+
+    # ---- actors ---------------------------------------------------------------------------------
+
+    def _updater(self) -> None:
+        cpu, fwu, dev, mon = self._cpu(), self.dev.fw_upload, self.dev, self.mon
+        pseamldr = self.fw.pseamldr
+        try:
+            for i, u in enumerate(self.sc.updates):
+                _delay(cpu, u.delay)
+                image = update_image(u.to, u.image)
+                for attempt in range(u.retries + 1):
+                    rec = UpdateRecord(i, attempt, str(ModuleVersion.parse(u.to)), u.image, u.aslr_entropy,
+                                       u.seamdb_entropy, self.sched.steps)
+                    rec.version_before = dev.version_show()
+                    self.pending = rec
+                    pseamldr.faults.aslr_entropy = u.aslr_entropy
+                    self.fw.seamdb.fail_next_inserts = 5 if u.seamdb_entropy else 0
+                    self.uploads_started += 1
+                    self.sig.notify_all()
+                    self.m.emit("sim", f"upload {i}.{attempt}: {rec.target} ({u.image})")
+                    fwu.loading_store("1\n")
+                    n = fwu.data_write(0, image)
+                    ret = fwu.loading_store("0\n")
+                    if n != len(image) or ret < 0:
+                        mon.violate("upload", f"upload {i}.{attempt}: data write {n}, loading 0 -> {ret}")
+                        self.pending = None
+                        return
+                    cpu.sleep_until(self.idle, lambda: not fwu.busy, "sim: upload to finish")
+                    pseamldr.faults.aslr_entropy = False
+                    self.fw.seamdb.fail_next_inserts = 0
+                    rec.error_text = fwu.error_show()
+                    rec.version_after = dev.version_show()
+                    if not rec.returned:
+                        mon.violate("upload", f"upload {i}.{attempt}: the driver's write() never ran")
+                        return
+                    mon.judge(rec)
+                    self.m.emit("sim", f"upload {i}.{attempt} done: {rec.observed or '?'} "
+                                       f"(expected {rec.expected}), error {rec.error_text!r}")
+                    if rec.observed != "busy":
+                        break
+                    _delay(cpu, 40 * (attempt + 1))  # back off, as an operator would
+        finally:
+            self.updater_done = True
+            self.sig.notify_all()
+
+    def _td_builder(self, i: int, t: Any) -> None:
+        from tdxseam.kernel.kvm_tdx import tdx_td_create
+
+        cpu = self._cpu()
+        if t.race:
+            self._wait_upload(t.race)
+        _delay(cpu, t.delay)
+        ret, td = -errno.EBUSY, None
+        for _attempt in range(4):
+            lost = self.mon.lost
+            ret, td = tdx_td_create(self.k, nr_vcpus=t.vcpus, nr_pages=t.pages, seed=self._td_seed(i))
+            if ret != -errno.EBUSY:
+                break
+            _delay(cpu, 15)
+        self.m.emit("sim", f"td{i} build: {ret}")
+        if ret == 0:
+            self.stats["tds_built"] += 1
+            self._td_runner(i, t, td)
+        elif ret != -errno.EBUSY and not (lost or self.mon.lost):
+            self.mon.violate("td", f"td{i}: build failed with {ret} on a healthy module")
+
+    def _td_runner(self, i: int, t: Any, td: Any) -> None:
+        from tdxseam.kernel.kvm_tdx import tdx_vcpu_run
+
+        cpu = self._cpu()
+        for r in range(t.runs):
+            _delay(cpu, 3)
+            lost = self.mon.lost
+            ret = tdx_vcpu_run(self.k, td, r % len(td.vcpus))
+            if ret and not (lost or self.mon.lost):
+                self.mon.violate("td", f"td{i}: vCPU run failed with {ret} on a healthy module")
+
+    def _reader(self, i: int, r: Any) -> None:
+        cpu = self._cpu()
+        _delay(cpu, r.delay)
+        last_remaining = None
+        for j in range(r.reads):
+            if j:
+                _delay(cpu, r.gap)
+            self.stats["reads"] += 1
+            if r.attr == "version":
+                v = self.dev.version_show()
+                self.m.emit("sim", f"reader{i} version -> {v!r}")
+                ok = v in self.versions or (v == -errno.ENXIO and self.mon.lost)
+                if not ok:
+                    self.mon.violate("reader", f"reader{i} on cpu{cpu.id}: version read {v!r}")
+                continue
+            v = self.dev.seamldr_version_show() if r.attr == "seamldr_version" else self.dev.num_remaining_updates_show()
+            self.m.emit("sim", f"reader{i} {r.attr} -> {v!r}")
+            if isinstance(v, int):
+                self._info_failed(f"reader{i}", cpu, v)
+                continue
+            if r.attr == "seamldr_version":
+                want = f"{self.fw.pseamldr.build.version_str}\n"
+                if v != want:
+                    self.mon.violate("reader", f"reader{i} on cpu{cpu.id}: seamldr_version {v!r}, expected {want!r}")
+            else:
+                n = int(v)
+                if not 0 <= n <= self.sc.seamdb_capacity or (last_remaining is not None and n > last_remaining):
+                    self.mon.violate("reader", f"reader{i} on cpu{cpu.id}: num_remaining_updates {n} "
+                                               f"(before: {last_remaining})")
+                last_remaining = n
+
+    def _info_failed(self, who: str, cpu: Any, ret: int) -> None:
+        """A failed SEAMLDR.INFO is fine only if a fault was injected on that very call."""
+        last = self.mon.last_call.get((self.sched.current, cpu.irq_depth))
+        injected = last is not None and last[0] == SeamldrLeaf.P_SEAMLDR_INFO and last[3] is not None
+        if not injected:
+            how = ""
+            if last is not None and last[1] is not SeamcallEnd.SEAMRET:
+                how = f" (SEAMCALL ended with {last[1].value})"
+            self.mon.violate("reader", f"{who} on cpu{cpu.id}: SEAMLDR.INFO failed with {ret}{how}, no fault injected")
+
+    def _irq_raiser(self, i: int, q: Any) -> None:
+        cpu = self._cpu()
+        _delay(cpu, q.delay)
+        target = self.m.cpus[q.target]
+        if not target.online:
+            self.m.emit("sim", f"irq{i}: cpu{q.target} offline, not raised")
+            return
+        self.stats["irqs"] += 1
+        handler = self._irq_info if q.handler == "seamldr_info" else self._irq_nop
+        self.m.irq.raise_irq(target, handler, i, name=f"sim-irq{i}")
+
+    def _irq_nop(self, i: int) -> None:
+        self.m.emit("sim", f"irq{i} handled")
+
+    def _irq_info(self, i: int) -> None:
+        from tdxseam.kernel.seamldr import seamldr_get_info
+
+        cpu = self._cpu()
+        ret, info = seamldr_get_info(self.k)
+        if ret:
+            self._info_failed(f"irq{i} handler", cpu, ret)
+        elif info.version_str != self.fw.pseamldr.build.version_str:
+            self.mon.violate("reader", f"irq{i} handler: SEAMLDR.INFO version {info.version_str}")
+
+    def _hotplug(self, i: int, h: Any) -> None:
+        from tdxseam.kernel.cpu_hotplug import cpu_down, cpu_up
+
+        cpu = self._cpu()
+        if h.race:
+            self._wait_upload(h.race)
+        _delay(cpu, h.delay)
+        self.stats["hotplug"] += 1
+        ret = cpu_down(self.k, h.victim)
+        self.m.emit("sim", f"hotplug{i}: cpu_down({h.victim}) = {ret}")
+        if ret:
+            self.mon.violate("hotplug", f"hotplug{i}: cpu_down({h.victim}) failed with {ret}")
+            return
+        _delay(cpu, h.gap)
+        lost = self.mon.lost
+        ret = cpu_up(self.k, h.victim)
+        self.m.emit("sim", f"hotplug{i}: cpu_up({h.victim}) = {ret}")
+        if ret and not (lost or self.mon.lost):
+            self.mon.violate("hotplug", f"hotplug{i}: cpu_up({h.victim}) failed with {ret} on a healthy module")
+
+    # ---- running --------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        mon, sched = self.mon, self.sched
+        for v in self.early:
+            mon.violations.append(v)
+        boot_choices = len(sched.choices)
+        ended = False
+        try:
+            dl = sched.run()
+            ended = True
+            if dl is not None:
+                mon.violate("deadlock", dl.describe(limit=4).replace("\n", " | "))
+        except StepBudgetExceeded as e:
+            mon.violate("budget", f"the run did not end: {e}")
+        for task, err in sched.errors:
+            mon.violate("model-error", f"{task.name} on cpu{task.cpu.id} raised {type(err).__name__}: {err}")
+        sched.errors.clear()
+        sched.pick = None  # the checks below use the seeded draw, whatever explored the run
+        for rep in self.k.lockdep.reports:
+            mon.violate("lockdep", rep.message)
+        for rec in mon.records:
+            if rec.started and not rec.ended:
+                mon.violate("lockstep-exit", f"upload {rec.index}.{rec.attempt}: CPUs never left the lockstep")
+        if ended and not sched.deadlock:
+            self._final_checks()
+        self.stats["faults_fired"] = len(mon.faults_fired)
+        tr = sched.trace
+        digest = None
+        if tr.enabled:
+            digest = tr.digest()
+        import hashlib
+
+        return RunResult(
+            seed=self.sc.seed, cpus=self.sc.cpus, mutations=self.mutations, schedule=self.schedule,
+            violations=list(mon.violations), updates=[r.summary() for r in mon.records if r.index >= 0],
+            steps=sched.steps, schedule_digest=hashlib.sha256(sched.choices[boot_choices:].tobytes()).hexdigest()[:16],
+            trace_digest=digest, stats=dict(self.stats), scenario=self.sc, trace=tr if tr.enabled else None,
+        )
+
+    def _final_checks(self) -> None:
+        """After everything: every TD the kernel holds runs iff the module is usable."""
+        from tdxseam.kernel.kvm_tdx import kvm_tdx, tdx_vcpu_run
+
+        mon = self.mon
+        tds = list(kvm_tdx(self.k).tds)
+        if not tds:
+            return
+        results: list[int] = []
+
+        def run_all() -> None:
+            for td in tds:
+                results.append(tdx_vcpu_run(self.k, td))
+
+        self.m.emit("sim", "final check: run every TD once")
+        try:
+            t = self.sched.spawn(self.m.cpus[0], run_all, name="sim-final")
+            dl = self.sched.run()
+        except StepBudgetExceeded as e:
+            mon.violate("budget", f"final check did not end: {e}")
+            return
+        if dl is not None or not t.done or self.sched.errors:
+            mon.violate("final", "the final TD runs did not complete")
+            self.sched.errors.clear()
+            return
+        failed = sum(1 for r in results if r)
+        if not mon.lost and failed:
+            mon.violate("final", f"{failed} of {len(tds)} TD(s) cannot run on a usable module")
+        if mon.lost and failed != len(tds):
+            mon.violate("final", f"{len(tds) - failed} TD(s) still run after the module was lost")
+
+
+def run_scenario(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
+                 schedule: str | Any = "random", trace: bool = False,
+                 max_steps: int | None = None) -> RunResult:
+    return SimRun(scenario, mutations=mutations, schedule=schedule, trace=trace, max_steps=max_steps).run()
+
+
+def run_seed(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
+             schedule: str = "random", trace: bool = False) -> RunResult:
+    return run_scenario(generate(seed, cpus=cpus), mutations=mutations, schedule=schedule, trace=trace)
+
+
+def replay_command(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
+                   schedule: str = "random") -> str:
+    """The command line that reproduces a seed's run."""
+    parts = ["tdxseam", "sim", "replay", str(seed)]
+    if cpus is not None:
+        parts += ["--cpus", str(cpus)]
+    for m in sorted(mutations):
+        parts += ["--mutate", m]
+    if schedule != "random":
+        parts += ["--schedule", schedule]
+    return " ".join(parts)
