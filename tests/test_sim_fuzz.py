@@ -1,8 +1,8 @@
 """Fuzzing at the boundaries: every parser, and every file written through the sysfs tree.
 
 Nothing may escape but the error each boundary names: `FormatError` subclasses from the format
-parsers, `FaultSpecError`, `ScenarioError`, `HandoffDataError`, a `ValueError` from fixed-size
-structures given the wrong size, and from the sysfs tree an `OSError` carrying the kernel's errno.
+parsers, `FaultSpecError`, `ScenarioError`, `HandoffDataError` (fixed-size structures given the wrong size
+raise `FormatError` too), and from the sysfs tree an `OSError` carrying the kernel's errno.
 Behind the tree the emulated kernel must never raise, deadlock or run away (`runtime.errors`).
 """
 
@@ -86,7 +86,9 @@ def test_fixed_size_structures(name, data):
     exact = data[:size].ljust(size, b"\0")
     assert cls.from_bytes(exact).to_bytes() == exact  # any bytes of the right size round-trip
     if len(data) != size:
-        with pytest.raises(ValueError):
+        from tdxseam.formats.errors import FormatError
+
+        with pytest.raises(FormatError, match="bytes, expected"):
             cls.from_bytes(data)
 
 

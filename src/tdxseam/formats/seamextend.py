@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from tdxseam.formats.errors import FormatError
+
 SEAMEXTEND_SIZE = 136
 SEAMEXTEND_VALID_ALL = 0x1FF  # what a successful install writes to `valid`
 
@@ -36,7 +38,7 @@ class SeamExtend:
     @classmethod
     def from_bytes(cls, data: bytes) -> SeamExtend:
         if len(data) != SEAMEXTEND_SIZE:
-            raise ValueError(f"SEAMEXTEND is {SEAMEXTEND_SIZE} bytes, got {len(data)}")
+            raise FormatError("SEAMEXTEND", f"is {len(data)} bytes, expected {SEAMEXTEND_SIZE}", code="size")
         return cls(*_LAYOUT.unpack(data))
 
     def copy(self) -> SeamExtend:

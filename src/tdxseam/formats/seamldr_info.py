@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from tdxseam.formats.errors import FormatError
+
 SEAMLDR_INFO_SIZE = 256
 SEAMLDR_INFO_ALIGN = 256
 
@@ -50,7 +52,7 @@ class SeamldrInfo:
     @classmethod
     def from_bytes(cls, data: bytes) -> SeamldrInfo:
         if len(data) != SEAMLDR_INFO_SIZE:
-            raise ValueError(f"seamldr_info is {SEAMLDR_INFO_SIZE} bytes, got {len(data)}")
+            raise FormatError("seamldr_info", f"is {len(data)} bytes, expected {SEAMLDR_INFO_SIZE}", code="size")
         return cls(*_LAYOUT.unpack(data))
 
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from tdxseam.formats.errors import FormatError
+
 SEAMLDR_PARAMS_SIZE = 4096
 SEAMLDR_MAX_NR_MODULE_PAGES = 496
 SEAMLDR_MAX_NR_SIG_PAGES = 1
@@ -34,7 +36,7 @@ class SeamldrParams:
     @classmethod
     def from_bytes(cls, data: bytes) -> SeamldrParams:
         if len(data) != SEAMLDR_PARAMS_SIZE:
-            raise ValueError(f"seamldr_params is {SEAMLDR_PARAMS_SIZE} bytes, got {len(data)}")
+            raise FormatError("seamldr_params", f"is {len(data)} bytes, expected {SEAMLDR_PARAMS_SIZE}", code="size")
         version, scenario, sig_pa, reserved, nr = _HEAD.unpack_from(data)
         pages = list(_PAGES.unpack_from(data, _HEAD.size))
         return cls(version, scenario, sig_pa, reserved, nr, pages)

@@ -308,6 +308,17 @@ class Scheduler:
             out.extend(w.waiters)
         return out
 
+    def can_run(self) -> bool:
+        """Would the next draw find a task? (A task to start, a runnable one, or a spinner on a
+        free lock.) False means every live task waits on something no task can give."""
+        if self._start is not None or self._runnable:
+            return True
+        return any(w.owner is None and w.waiters for w in self._contended)
+
+    def live_tasks(self) -> list[Task]:
+        """Tasks not finished (after a paused run: those still waiting or runnable)."""
+        return [t for t in self._tasks if not t.done]
+
     def _step(self, t: Task) -> None:
         self.steps += 1
         self.choices.append(t.cpu.id & 0xFFFF)

@@ -176,15 +176,12 @@ class MachineRuntime:
         return bool(self.host.sched.paused) and not self._stalled()
 
     def _stalled(self) -> bool:
-        """Nothing can run: the scheduler's next draw would find no task (see Scheduler._draw)."""
-        s = self.host.sched
-        if s._start is not None or s._runnable:
-            return False
-        return not any(w.owner is None and w.waiters for w in s._contended)
+        """Nothing can run: the scheduler's next draw would find no task."""
+        return not self.host.sched.can_run()
 
     def describe_waits(self) -> str:
-        s = self.host.sched
-        return "; ".join(str(t.wait_info) for t in s._tasks if not t.done and t.wait_info) or "?"
+        tasks = self.host.sched.live_tasks()
+        return "; ".join(str(t.wait_info) for t in tasks if t.wait_info) or "?"
 
     def _advance(self, steps: int) -> None:
         self.slices += 1
@@ -212,7 +209,7 @@ class MachineRuntime:
             self._advance(step)
             if budget is not None:
                 budget -= max(1, run.steps - before)
-        return not any(not t.done for t in run._tasks)
+        return not run.live_tasks()
 
     def _pick_cpu(self) -> Cpu:
         """Round-robin over online CPUs, preferring one with nothing to run (deterministic)."""
