@@ -28,7 +28,9 @@ from tdxseam.seam.td import compare_tds, td_snapshot
 INTEL_CATALOG_ENV = "TDXSEAM_INTEL_BINARIES"
 DEFAULT_REAL = (ModuleVersion(1, 5, 6), ModuleVersion(1, 5, 13))
 DEFAULT_SYNTHETIC = (ModuleVersion(1, 5, 6), ModuleVersion(1, 5, 8))
-SLICE_STEPS = 2000
+# Scheduler steps between progress reports: small enough that an 8-CPU update (a few hundred
+# steps) shows its lockstep states go by. Slicing does not change the interleaving.
+SLICE_STEPS = 16
 
 
 class DemoError(Exception):
@@ -110,10 +112,11 @@ def platform_cpuid(a: Sigstruct, b: Sigstruct) -> int:
 
 @dataclass
 class Progress:
-    state: str
-    acked: int
+    step: int  # scheduler steps since the upload began
+    state: str  # the lockstep state
+    acked: int  # CPUs that acked it so far
     cpus: int
-    status: str
+    status: str  # the fw_upload `status` file
 
 
 @dataclass
@@ -149,8 +152,9 @@ def _remaining(host: EmulatedHost) -> int | None:
 
 def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None = None,
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
+             synthetic: bool = False,
              progress: Callable[[Progress], None] | None = None) -> DemoResult:
-    cat = find_intel_catalog(catalog)
+    cat = None if synthetic else find_intel_catalog(catalog)
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
     src = choose_module(from_ or default[0], cat)
     dst = choose_module(to or default[1], cat)
@@ -194,13 +198,15 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
     t0 = time.perf_counter()
     steps0 = host.sched.steps
     host.sched.spawn(host.machine.cpus[0], upload, name="userspace-upload")
+    slice_steps = SLICE_STEPS if progress is not None else None
     while True:
-        host.sched.run(slice_steps=SLICE_STEPS)
+        host.sched.run(slice_steps=slice_steps)
         if progress is not None:
             ctrl = getattr(k, "last_update_ctrl", None)
             if ctrl is not None:
                 state = ModuleUpdateState(min(ctrl.state, 5)).name.removeprefix("MODULE_UPDATE_")
-                progress(Progress(state, ctrl.num_ack, ctrl.num_cpus, fw.status_show().strip()))
+                progress(Progress(host.sched.steps - steps0, state, ctrl.num_ack, ctrl.num_cpus,
+                                  fw.status_show().strip()))
         if not host.sched.paused:
             break
     result.wall_seconds = time.perf_counter() - t0

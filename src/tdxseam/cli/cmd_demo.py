@@ -18,6 +18,8 @@ def demo(
     to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
     catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
     seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
+    synthetic: bool = typer.Option(False, "--synthetic",
+                                   help="Use synthetic test-signed modules even when Intel's are at hand."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot a host running a module, start TDs, update the module in place, show what survived.
@@ -28,25 +30,40 @@ def demo(
     """
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
+    if synthetic and catalog:
+        raise exits.CliError("--synthetic and --catalog exclude each other", exits.USAGE)
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (the emulated HKIDs), not {tds}", exits.USAGE)
     from tdxseam.demo import DemoError, run_demo
     from tdxseam.formats.errors import FormatError
 
     show = None
-    live = not as_json and sys.stderr.isatty()
-    if live:
-        from rich.console import Console
+    bar = None
+    if not as_json and sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        console = Console(stderr=True)
+        bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("CPUs acked, status {task.fields[status]}"), transient=True)
+        job = bar.add_task("lockstep", total=cpus, status="idle")
+        seen: list[str] = []
 
-        def show(p) -> None:  # noqa: F811
-            console.print(f"  [{p.status}] lockstep state {p.state}: {p.acked}/{p.cpus} CPUs acked",
-                          highlight=False)
+        def show(p) -> None:  # noqa: F811 - one update of the bar per slice of the run
+            if not seen or seen[-1] != p.state:
+                seen.append(p.state)
+                bar.console.print(f"  step {p.step:>8}  lockstep {p.state:<12} {p.acked}/{p.cpus} CPUs acked",
+                                  highlight=False)
+            done = p.cpus if p.state == "DONE" else p.acked
+            bar.update(job, description=f"update: {p.state}", completed=done, status=p.status)
+
+        bar.start()
     try:
-        r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed, progress=show)
+        r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
+                     synthetic=synthetic, progress=show)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    finally:
+        if bar is not None:
+            bar.stop()
     if as_json:
         keys = ["ok", "cpus", "version_before", "version_after", "tds_before", "tds_preserved",
                 "remaining_updates_before", "remaining_updates_after", "error", "status"]
