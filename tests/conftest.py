@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests are reproducible: derandomized (the seed is fixed by the test's own source), no
+# wall-clock deadline (a loaded CI machine must not turn slowness into failures), and a failing
+# example is printed with the blob that replays it.
+settings.register_profile("tdxseam", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "tdxseam"))
 
 REPO = Path(__file__).resolve().parent.parent
 
