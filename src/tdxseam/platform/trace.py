@@ -26,7 +26,8 @@ class Trace:
 
     def lines(self) -> Iterator[str]:
         for step, cpu, kind, detail in self.events:
-            yield f"{step:>9} cpu{cpu:<5} {kind:<14} {detail}".rstrip()
+            who = f"cpu{cpu}" if cpu >= 0 else "firmware"  # -1: no CPU running (boot-time loader)
+            yield f"{step:>9} {who:<8} {kind:<14} {detail}".rstrip()
         if self.dropped:
             yield f"... {self.dropped} more events not recorded (trace limit {self.limit})"
 
