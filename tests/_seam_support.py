@@ -18,7 +18,7 @@ from tdxseam.formats.testsign import make_module, sign_sigstruct
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import EmulatedHost
 from tdxseam.platform.cpu import Regs, SeamcallEnd
-from tdxseam.seam.module import MdField
+from tdxseam.formats.metadata import MdField
 
 PAGE = 4096
 INSTALL = SeamldrLeaf.P_SEAMLDR_INSTALL

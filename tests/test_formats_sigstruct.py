@@ -17,7 +17,7 @@ from _formats_data import (
     parts,
     synthetic,
 )
-from tdxseam.formats import measure, testsign
+from tdxseam.formats import measure, page, testsign
 from tdxseam.formats.errors import FormatError, SigstructError
 from tdxseam.formats.sigstruct import (
     CHECK_CODES,
@@ -381,7 +381,8 @@ def test_seamhash_pads_to_whole_pages():
     data = b"\xAA" * 5000
     assert measure.seamhash(data) == hashlib.sha384(data + bytes(8192 - 5000)).digest()
     assert measure.seamhash(bytes(4096)) == hashlib.sha384(bytes(4096)).digest()
-    assert measure.pad_to_pages(data) == data + bytes(3192)
+    assert page.pad_to_pages(data) == data + bytes(3192)
+    assert page.nr_pages(5000) == 2 and page.nr_pages(4096) == 1 and page.nr_pages(0) == 0
 
 
 def test_measurement_values(intel_dir):

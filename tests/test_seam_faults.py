@@ -7,7 +7,8 @@ import pytest
 from tdxseam.formats.leaves import SeamldrLeaf, TdxLeaf
 from tdxseam.formats.status import SeamldrStatus, TdxStatus
 from tdxseam.host import EmulatedHost
-from tdxseam.kernel.tdx import MD_MINOR_VERSION, read_sys_metadata_field
+from tdxseam.formats.metadata import MdField
+from tdxseam.kernel.tdx import read_sys_metadata_field
 from tdxseam.seam.faults import FaultPlan, FaultSpecError, install_fault_plan, parse_fault_spec
 
 
@@ -31,7 +32,7 @@ def test_plan_hits_only_the_nth_match_on_the_cpu():
     plan = FaultPlan().add(TdxLeaf.TDH_SYS_RD, TdxStatus.TDX_SYS_BUSY, cpu=1, nth=2)
     install_fault_plan(h.fw, plan)
     k = h.kernel
-    got = [h.run_on(c, read_sys_metadata_field, k, MD_MINOR_VERSION)[0] for c in (0, 1, 1, 1)]
+    got = [h.run_on(c, read_sys_metadata_field, k, MdField.MINOR_VERSION)[0] for c in (0, 1, 1, 1)]
     assert got == [0, 0, -5, 0]  # cpu1's second read failed (-EIO), nothing else
     assert plan.fired == 1 and "cpu1" in plan.log[0]
 

@@ -34,13 +34,12 @@ from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import DeclaredModule
 from tdxseam.platform.cpu import Regs, SeamcallEnd
 from tdxseam.seam.layout import HANDOFF_HEADER_SIZE, HandoffHeader
-from tdxseam.seam.module import (
-    SHUTDOWN_AVOID_COMPAT_SENSITIVE,
+from tdxseam.formats.metadata import (
     TDX_FEATURES0_UPDATE_COMPAT,
+    TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE as SHUTDOWN_AVOID_COMPAT_SENSITIVE,
     MdField,
-    SysState,
-    TdxModule,
 )
+from tdxseam.seam.module import SysState, TdxModule
 from tdxseam.seam.pseamldr import SeamldrBuild
 
 T = TdxStatus

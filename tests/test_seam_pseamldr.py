@@ -44,7 +44,8 @@ from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import BootError, DeclaredModule, EmulatedHost
 from tdxseam.platform.cpu import SeamcallEnd
 from tdxseam.seam.firmware import SEAMRR_BASE
-from tdxseam.seam.module import MdField, SysState
+from tdxseam.formats.metadata import MdField
+from tdxseam.seam.module import SysState
 from tdxseam.seam.pseamldr import INSTALL_CHECKS, Flow, PSeamldr, SeamldrBuild
 
 S = SeamldrStatus

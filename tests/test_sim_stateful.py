@@ -29,7 +29,8 @@ from tdxseam.formats.testsign import make_module
 from tdxseam.host import EmulatedHost
 from tdxseam.kernel.kvm_tdx import tdx_td_create
 from tdxseam.platform.cpu import Regs, SeamcallEnd
-from tdxseam.seam.module import MdField, SysState
+from tdxseam.formats.metadata import MdField
+from tdxseam.seam.module import SysState
 from tdxseam.seam.pseamldr import SeamldrBuild
 
 NCPUS = 3

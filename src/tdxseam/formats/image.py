@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tdxseam.formats.errors import BlobError, FormatError, ImageError, SigstructError
+from tdxseam.formats.page import PAGE_SIZE, nr_pages, pad_to_pages
+from tdxseam.formats.seamldr_params import SEAMLDR_MAX_NR_MODULE_PAGES, SEAMLDR_MAX_NR_SIG_PAGES
 from tdxseam.formats.sigstruct import (
     HEADER_LENGTH_DWORDS,
     HEADER_TYPE_GENERIC_FW,
@@ -25,10 +27,7 @@ from tdxseam.formats.sigstruct import (
     SIZE_DWORDS,
 )
 
-PAGE_SIZE = 4096
 TDX_IMAGE_HEADER_SIZE = 4096
-SEAMLDR_MAX_NR_MODULE_PAGES = 496
-SEAMLDR_MAX_NR_SIG_PAGES = 1
 TDX_IMAGE_VERSION_1 = 0x100
 TDX_IMAGE_VERSION_2 = 0x200
 TDX_BLOB_SIGNATURE = b"TDX-BLOB"
@@ -87,15 +86,6 @@ def with_checksum(data: bytes) -> bytes:
 
 
 # -- pages ------------------------------------------------------------------------------------
-
-
-def pad_to_pages(data: bytes) -> bytes:
-    rem = len(data) % PAGE_SIZE
-    return bytes(data) + bytes(PAGE_SIZE - rem) if rem else bytes(data)
-
-
-def nr_pages(size: int) -> int:
-    return -(-size // PAGE_SIZE)
 
 
 def sigstruct_page(sigstruct: bytes) -> bytes:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-SEAMLDR_LEAF_BIT = 1 << 63  # RAX bit 63 selects the P-SEAMLDR instead of the TDX module
+SEAMLDR_LEAF_BIT = 1 << 63
+TDH_MR_EXTEND_CHUNK = 256  # TDH.MR.EXTEND measures 256 bytes of an added page per call  # RAX bit 63 selects the P-SEAMLDR instead of the TDX module
 TDX_VERSION_SHIFT = 16  # TDX module leaves carry a version in RAX bits 23:16
 
 

@@ -10,19 +10,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.sigstruct import SEAMHASH_STEP, Problem, Sigstruct
 from tdxseam.formats.status import SeamldrStatus
 
-PAGE_SIZE = 4096
 MRSIGNERSEAM_INTEL = bytes(48)
 SEAM_ATTRIBUTES = 0
 TEE_TCB_SVN_SIZE = 16
-
-
-def pad_to_pages(data: bytes) -> bytes:
-    """Zero-pad to a whole number of 4 KiB pages (Intel modules already are)."""
-    rem = len(data) % PAGE_SIZE
-    return bytes(data) + bytes(PAGE_SIZE - rem) if rem else bytes(data)
 
 
 def seamhash(module: bytes) -> bytes:

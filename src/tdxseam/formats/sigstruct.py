@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tdxseam.formats.errors import SigstructError
+from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.status import SeamldrStatus
 from tdxseam.formats.version import ModuleVersion
 
@@ -38,7 +39,6 @@ MAX_CPUID_TABLE_SIZE = 255
 MODULE_TYPE_DEBUG = 1 << 31
 CPUID_STEPPING_MASK = 0xF  # CPUID.1.EAX bits 3:0, ignored when matching the table
 EXCEPTION_TABLE_SIZE = 32 * 16  # 32 vectors x 16-byte fault-wrapper stubs
-PAGE_SIZE = 4096
 
 # SHA-384 of Intel's production modulus as stored (little-endian); the P-SEAMLDR's built-in
 # INTEL_SIGNER_KEY_HASH (spec-formats §2, spec-firmware §7.4 step 8).

@@ -18,6 +18,7 @@ from typing import Literal
 
 from tdxseam.formats import image as _image
 from tdxseam.formats.measure import seamhash
+from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.sigstruct import (
     EXPONENT_SIZE_DWORDS,
     HEADER_LENGTH_DWORDS,
@@ -43,7 +44,6 @@ from tdxseam.formats.version import ModuleVersion
 # Seeds are arbitrary; these two were picked because their prime searches end early (~0.3 s).
 DEFAULT_SEED = b"tdxseam test key 29"
 OTHER_SEED = b"tdxseam test key 18"  # a second, distinct key for "wrong key" tests
-PAGE_SIZE = 4096
 # Every CPU of spec-formats §9, so a default synthetic module loads on any emulated platform.
 DEFAULT_CPUIDS = (0x806F8, 0xC06F0, 0xA06F0, 0xA06D0, 0xA06E0)
 DEFAULT_FEATURES0 = 0xF0FBF  # 1.5.01's value; bit 1 (td_preserving) set

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.leaves import TdxLeaf
+from tdxseam.formats.leaves import TDH_MR_EXTEND_CHUNK, TdxLeaf
 from tdxseam.formats.status import TDX_SEAMCALL_STATUS_MASK
 from tdxseam.kernel.seamcall import (
     seamcall,
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
 
 PR_FMT = "kvm/tdx: "
-MR_EXTEND_CHUNK = 256
-MAX_HKID = 63
 
 
 class TdBuildLock:
@@ -114,7 +112,7 @@ def _cond_resched(k: Kernel) -> None:
 def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
            measure: bool) -> tuple[int, KvmTd | None]:
     mem = k.machine.mem
-    if st.next_hkid > MAX_HKID:
+    if st.next_hkid > k.machine.num_private_hkids:
         return -errno.ENOSPC, None
     td = KvmTd(tdr_pa=mem.alloc_page(), hkid=st.next_hkid)
     st.next_hkid += 1
@@ -149,7 +147,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
                 return ret, None
             td.pages[gpa] = hpa
             if measure:
-                for off in range(0, PAGE_SIZE, MR_EXTEND_CHUNK):
+                for off in range(0, PAGE_SIZE, TDH_MR_EXTEND_CHUNK):
                     ret = _call(k, TdxLeaf.TDH_MR_EXTEND, rcx=gpa + off, rdx=td.tdr_pa)
                     if ret:
                         return ret, None

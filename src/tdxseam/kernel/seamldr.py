@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.image import PAGE_SIZE, TDX_IMAGE_HEADER_SIZE, V2Header, kernel_check_v2
+from tdxseam.formats.image import TDX_IMAGE_HEADER_SIZE, V2Header, kernel_check_v2
+from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.leaves import SeamldrLeaf
 from tdxseam.formats.seamldr_params import SEAMLDR_SCENARIO_UPDATE, SeamldrParams
 from tdxseam.formats.seamldr_info import SEAMLDR_INFO_ALIGN, SEAMLDR_INFO_SIZE, SeamldrInfo

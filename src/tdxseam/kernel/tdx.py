@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.leaves import TdxLeaf
+from tdxseam.formats.metadata import MdField
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.locks import RawSpinlock, raw_spin_lock, raw_spin_unlock
 from tdxseam.kernel.seamcall import seamcall_prerr, seamcall_prerr_ret
@@ -20,13 +21,6 @@ if TYPE_CHECKING:
 
 PR_FMT = "virt/tdx: "
 
-# Metadata field ids read by the host (spec-linux.md §1.4).
-MD_TDX_FEATURES0 = 0x0A00000300000008
-MD_MINOR_VERSION = 0x0800000100000003
-MD_MAJOR_VERSION = 0x0800000100000004
-MD_UPDATE_VERSION = 0x0800000100000005
-MD_MODULE_HV = 0x8900000100000000
-TDX_FEATURES0_TD_PRESERVING = 1 << 1
 
 
 @dataclass
@@ -75,7 +69,7 @@ def read_sys_metadata_field(k: Kernel, field_id: int) -> tuple[int, int]:
 
 def read_version(k: Kernel) -> tuple[int, ModuleVersion]:
     out = []
-    for fid in (MD_MAJOR_VERSION, MD_MINOR_VERSION, MD_UPDATE_VERSION):
+    for fid in (MdField.MAJOR_VERSION, MdField.MINOR_VERSION, MdField.UPDATE_VERSION):
         ret, v = read_sys_metadata_field(k, fid)
         if ret:
             return ret, ModuleVersion(0, 0, 0)
@@ -133,7 +127,7 @@ def tdx_read_sysinfo(k: Kernel) -> int:
     ret, version = read_version(k)
     if ret:
         return ret
-    ret, features0 = read_sys_metadata_field(k, MD_TDX_FEATURES0)
+    ret, features0 = read_sys_metadata_field(k, MdField.TDX_FEATURES0)
     if ret:
         return ret
     t.sysinfo = TdxSysInfo(version=version, tdx_features0=features0)
@@ -147,7 +141,7 @@ def tdx_read_sysinfo(k: Kernel) -> int:
 
 def tdx_module_shutdown(k: Kernel) -> int:
     """Lead CPU: hand the running module's state off and shut it down (TDH.SYS.SHUTDOWN)."""
-    ret, module_hv = read_sys_metadata_field(k, MD_MODULE_HV)
+    ret, module_hv = read_sys_metadata_field(k, MdField.MODULE_HV)
     if ret:
         k.warn("failed to read the TDX module's handoff version")
         module_hv = 0  # upstream goes on with the lowest version

@@ -10,10 +10,11 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from tdxseam.formats.metadata import TDX_FEATURES0_TD_PRESERVING
 from tdxseam.kernel.firmware_upload import FwUpload, FwUploadErr
 from tdxseam.kernel.locks import preempt_disable, preempt_enable
 from tdxseam.kernel.seamldr import seamldr_get_info, seamldr_install_module
-from tdxseam.kernel.tdx import TDX_FEATURES0_TD_PRESERVING, tdx_get_sysinfo
+from tdxseam.kernel.tdx import tdx_get_sysinfo
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel

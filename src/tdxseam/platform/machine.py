@@ -8,6 +8,9 @@ from tdxseam.platform.memory import PhysMem
 from tdxseam.platform.sched import Scheduler
 
 MAX_CPUS = 4096
+# Private KeyIDs (HKIDs) the platform gives TDX: 1..63 here, a model value (the real number comes
+# from IA32_MKTME_KEYID_PARTITIONING).
+NUM_PRIVATE_HKIDS = 63
 
 
 class Machine:
@@ -24,6 +27,7 @@ class Machine:
         self.mem = PhysMem(seed=seed)
         self.irq = IrqController(self)
         self.seam: SeamSide | None = None
+        self.num_private_hkids = NUM_PRIVATE_HKIDS
         self.debug_unlocked = False  # IA32_SGX_DEBUG_MODE: may debug-signed modules load?
 
     @property

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 
-PAGE_SIZE = 4096
+from tdxseam.formats.page import PAGE_SIZE
+
 PAGE_SHIFT = 12
 
 

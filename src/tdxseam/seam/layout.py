@@ -16,9 +16,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.sigstruct import Sigstruct
 
-PAGE_SIZE = 4096
 CODE_REGION_SIZE = 2 << 20  # the module's code always goes in the last 2 MiB below the P-SEAMLDR
 ASLR_BIT_MASK = 0x7FFC  # RDRAND bits used for the linear-address randomisation (<< 32)
 

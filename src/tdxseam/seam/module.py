@@ -28,6 +28,11 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.identity import module_identity
+from tdxseam.formats.metadata import (
+    TDX_FEATURES0_UPDATE_COMPAT,
+    TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE,
+    MdField,
+)
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
 from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
@@ -55,9 +60,6 @@ from tdxseam.seam.td import (
 if TYPE_CHECKING:
     from tdxseam.seam.firmware import SeamFirmware
 
-TDX_FEATURES0_TD_PRESERVING = 1 << 1
-TDX_FEATURES0_UPDATE_COMPAT = 1 << 47  # newer modules: SYS.SHUTDOWN knows AVOID_COMPAT_SENSITIVE
-SHUTDOWN_AVOID_COMPAT_SENSITIVE = 1 << 16  # TDH.SYS.SHUTDOWN RCX bit 16 (newer modules only)
 SEAMOPS_NEEDED_BY_SYS_INIT = (1 << 4) | (1 << 5)  # SEAMDB_GETREF, SEAMDB_REPORT
 
 
@@ -68,27 +70,6 @@ class SysState(IntEnum):
     SYS_READY = 3
     SYS_SHUTDOWN = 4
 
-
-class MdField(IntEnum):
-    """TDH.SYS.RD field ids (spec-firmware.md §11)."""
-
-    VENDOR_ID = 0x0800000200000000
-    BUILD_DATE = 0x8800000200000001
-    BUILD_NUM = 0x8800000100000002
-    MINOR_VERSION = 0x0800000100000003
-    MAJOR_VERSION = 0x0800000100000004
-    UPDATE_VERSION = 0x0800000100000005
-    INTERNAL_VERSION = 0x0800000100000006
-    MODULE_HV = 0x8900000100000000
-    MIN_UPDATE_HV = 0x8900000100000001
-    NO_DOWNGRADE = 0x8900000000000002
-    NUM_HANDOFF_PAGES = 0x8900000100000003
-    HANDOFF_DATA_VALID = 0x8900000000000004
-    HANDOFF_DATA_HV = 0x8900000100000005
-    HANDOFF_DATA_SIZE = 0x8900000200000006
-    SYS_ATTRIBUTES = 0x0A00000200000000
-    NUM_TDX_FEATURES = 0x0A00000000000001
-    TDX_FEATURES0 = 0x0A00000300000008
 
 
 # Leaves that run before SYS_READY (§10.3); SYS.SHUTDOWN is not among them.
@@ -360,9 +341,9 @@ class TdxModule:
         """RCX = requested handoff version. Serialise the handoff data and stop answering."""
         hv = regs.rcx
         features = self.build.features0 if self.build else 0
-        avoid_compat = bool(features & TDX_FEATURES0_UPDATE_COMPAT and hv & SHUTDOWN_AVOID_COMPAT_SENSITIVE)
+        avoid_compat = bool(features & TDX_FEATURES0_UPDATE_COMPAT and hv & TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE)
         if avoid_compat:
-            hv &= ~SHUTDOWN_AVOID_COMPAT_SENSITIVE
+            hv &= ~TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE
         # the full 64-bit RCX is compared: any other high bit fails
         if (hv < self.min_update_hv or hv > self.module_hv
                 or (self.no_downgrade and hv != self.module_hv)) and self.enabled("shutdown_hv"):

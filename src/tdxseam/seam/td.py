@@ -45,21 +45,19 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.leaves import TdxLeaf
+from tdxseam.formats.leaves import TDH_MR_EXTEND_CHUNK, TdxLeaf
 from tdxseam.formats.status import OPERAND_R8, OPERAND_RCX, OPERAND_RDX, TdxStatus
 from tdxseam.platform.cpu import Cpu, Regs
+from tdxseam.platform.memory import PAGE_SIZE
 
 if TYPE_CHECKING:
     from tdxseam.platform.memory import PhysMem
     from tdxseam.seam.firmware import SeamFirmware
     from tdxseam.seam.module import TdxModule
 
-PAGE_SIZE = 4096
 OPERAND_R9 = 9
 TD_PARAMS_SIZE = 1024
 TD_PARAMS_ALIGN = 1024
-MAX_HKID = 63  # private HKIDs 1..63 on the emulated platform (a model value)
-MR_EXTEND_CHUNK = 256
 EXIT_REASON_TDCALL = 77
 GPA_LEVEL_MASK = 0x7  # bits 2:0 of the GPA operand: mapping level, 0 = 4 KiB
 GPA_MAX = 1 << 52
@@ -257,7 +255,7 @@ def tdh_mng_create(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     tdr, hkid = regs.rcx, regs.rdx
     if not _free_page(mod, regs, tdr, OPERAND_RCX):
         return
-    if not 1 <= hkid <= MAX_HKID:
+    if not 1 <= hkid <= mod.machine.num_private_hkids:
         return _err(regs, TdxStatus.TDX_OPERAND_INVALID, OPERAND_RDX)
     if mod.tds.hkid_used(hkid):
         return _err(regs, TdxStatus.TDX_HKID_NOT_FREE)
@@ -366,7 +364,7 @@ def tdh_mem_page_add(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
 def tdh_mr_extend(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     """RCX = GPA of a 256-byte chunk of an added page, RDX = TDR: measure its contents."""
     gpa = regs.rcx
-    if gpa % MR_EXTEND_CHUNK or gpa >= GPA_MAX:
+    if gpa % TDH_MR_EXTEND_CHUNK or gpa >= GPA_MAX:
         return _err(regs, TdxStatus.TDX_OPERAND_INVALID, OPERAND_RCX)
     td = _td_of(mod, regs, regs.rdx, OPERAND_RDX)
     if td is None:
@@ -377,7 +375,7 @@ def tdh_mr_extend(mod: TdxModule, cpu: Cpu, regs: Regs) -> None:
     hpa = td.pages.get(page)
     if hpa is None:
         return _err(regs, TdxStatus.TDX_EPT_WALK_FAILED)
-    chunk = mod.machine.mem.read(hpa + (gpa - page), MR_EXTEND_CHUNK)
+    chunk = mod.machine.mem.read(hpa + (gpa - page), TDH_MR_EXTEND_CHUNK)
     td.mrtd = extend_mrtd(td.mrtd, _record(b"MR.EXTEND", gpa), chunk)
     regs.rax = TdxStatus.TDX_SUCCESS
 

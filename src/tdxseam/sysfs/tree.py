@@ -45,11 +45,13 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from tdxseam.formats import sysfs_abi as abi
+from tdxseam.formats.page import PAGE_SIZE  # kernfs moves at most a page per read/write
+
 if TYPE_CHECKING:
     from tdxseam.host import EmulatedHost
     from tdxseam.sysfs.runtime import MachineRuntime
 
-PAGE_SIZE = 4096
 SYSFS_MAGIC = 0x62656572
 MAX_SYMLINKS = 40
 
@@ -65,9 +67,9 @@ MAY_EXEC = 1
 MAY_WRITE = 2
 MAY_READ = 4
 
-TDX_HOST = "/sys/devices/faux/tdx_host"
-TDX_MODULE = TDX_HOST + "/firmware/tdx_module"
-CLASS_TDX_MODULE = "/sys/class/firmware/tdx_module"
+TDX_HOST = "/" + abi.TDX_HOST
+TDX_MODULE = "/" + abi.TDX_MODULE_UPLOAD
+CLASS_TDX_MODULE = "/" + abi.CLASS_TDX_MODULE
 
 
 def _err(code: int, path: str | None = None) -> OSError:
@@ -443,10 +445,10 @@ class SysfsTree:
         def present() -> str:
             return cpulist([c.id for c in m.cpus]) + "\n"
 
-        self._add("/sys/devices/system/cpu/online", Kind.ATTR, 0o444, show=online)
-        self._add("/sys/devices/system/cpu/present", Kind.ATTR, 0o444, show=present)
-        self._add("/sys/devices/system/cpu/possible", Kind.ATTR, 0o444, show=present)
-        self._add("/proc/cpuinfo", Kind.PROC, 0o444, show=lambda: cpuinfo_text(host))
+        self._add("/" + abi.CPU_ONLINE, Kind.ATTR, 0o444, show=online)
+        self._add("/" + abi.CPU_PRESENT, Kind.ATTR, 0o444, show=present)
+        self._add("/" + abi.CPU_POSSIBLE, Kind.ATTR, 0o444, show=present)
+        self._add("/" + abi.CPUINFO, Kind.PROC, 0o444, show=lambda: cpuinfo_text(host))
 
     # ---- lookup -------------------------------------------------------------------------------
 

@@ -21,11 +21,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-TDX_HOST = "sys/devices/faux/tdx_host"
-CPUINFO = "proc/cpuinfo"
-CPU_ONLINE = "sys/devices/system/cpu/online"
-CPU_PRESENT = "sys/devices/system/cpu/present"
-UPLOAD_FILES = ("loading", "data", "status", "error", "remaining_size", "cancel")
+from tdxseam.formats.sysfs_abi import (
+    CLASS_SEAMLDR_UPLOAD,
+    CLASS_TDX_MODULE,
+    CPU_ONLINE,
+    CPU_PRESENT,
+    CPUINFO,
+    SEAMLDR_UPLOAD,
+    TDX_HOST,
+    TDX_MODULE_UPLOAD,
+    UPLOAD_FILES,
+)
 
 
 class Layout(Enum):
@@ -38,11 +44,11 @@ class Layout(Enum):
 # per layout: candidate upload directories, P-SEAMLDR attribute paths, image format taken
 _LAYOUTS: dict[Layout, tuple[tuple[str, ...], str, str, str]] = {
     Layout.TDX_MODULE: (
-        ("sys/class/firmware/tdx_module", f"{TDX_HOST}/firmware/tdx_module"),
+        (CLASS_TDX_MODULE, TDX_MODULE_UPLOAD),
         f"{TDX_HOST}/seamldr_version", f"{TDX_HOST}/num_remaining_updates", "v2",
     ),
     Layout.SEAMLDR_UPLOAD: (
-        ("sys/class/firmware/seamldr_upload", f"{TDX_HOST}/firmware/seamldr_upload"),
+        (CLASS_SEAMLDR_UPLOAD, SEAMLDR_UPLOAD),
         f"{TDX_HOST}/seamldr/version", f"{TDX_HOST}/seamldr/num_remaining_updates", "v1",
     ),
 }

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdxseam.formats.identity import ModuleIdentity, module_identity
-from tdxseam.formats.image import SEAMLDR_MAX_NR_MODULE_PAGES, nr_pages
-from tdxseam.formats.measure import check_seamhash, pad_to_pages
+from tdxseam.formats.page import nr_pages, pad_to_pages
+from tdxseam.formats.seamldr_params import SEAMLDR_MAX_NR_MODULE_PAGES
+from tdxseam.formats.measure import check_seamhash
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct, check_sigstruct
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.catalog import Issue, ModuleFile
