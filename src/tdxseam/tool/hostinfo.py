@@ -121,7 +121,7 @@ class DirCachedRoot(SysfsRoot):
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         super().__init__(root)
-        self._dirs: dict[str, int | OSError] = {}
+        self._dirs: dict[str, int | tuple[int, str]] = {}  # fd, or (errno, strerror) of the open
 
     def _dir(self, rel: str) -> int:
         got = self._dirs.get(rel)
@@ -130,11 +130,11 @@ class DirCachedRoot(SysfsRoot):
             flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
             try:
                 got = os.open(name, flags, dir_fd=self._dir(parent)) if rel else os.open(self.root, flags)
-            except OSError as exc:
-                got = exc
+            except OSError as exc:  # kept as numbers: an exception would hold this frame, and self
+                got = (exc.errno or 0, exc.strerror or "")
             self._dirs[rel] = got
-        if isinstance(got, OSError):
-            raise OSError(got.errno, got.strerror, str(self.path(rel)))
+        if isinstance(got, tuple):
+            raise OSError(got[0], got[1], str(self.path(rel)))
         return got
 
     def _at(self, rel: str) -> tuple[int, str]:
