@@ -68,39 +68,32 @@ def _u16_sum_words(mv: memoryview) -> int:
 
 
 _SMALL_SUM = 4096  # below this many bytes the plain word loop is as quick
-_lane_mask = 0  # 0x0000FFFF in each 32-bit lane, grown on demand (a constant, not a result cache)
-_half_masks: dict[int, int] = {}
+_CHUNK = 16384  # bytes per big integer: small enough to stay in cache and off the page allocator
+_LANE_MASK = int.from_bytes(b"\xff\xff\x00\x00" * (_CHUNK // 4), "little")  # low word of each u32
+_HALF_MASKS = tuple((1 << (16 << k)) - 1 for k in range(((_CHUNK // 4).bit_length() - 1), 0, -1))
+_REDUCE_EVERY = 1 << 14  # chunks before a 32-bit lane could overflow: reduce it mod 2^16
 
 
 def _u16_sum_folded(mv: memoryview) -> int:
-    """The u16 sum of an even-length buffer mod 2^16, with big-integer arithmetic: a module
-    is ~200k words, and adding them one by one as Python ints is four times slower than
-    this. The buffer becomes one integer of 16-bit lanes; word pairs go into 32-bit lanes,
-    then the upper half of the lanes is folded onto the lower half until one lane is left.
-    Lanes are cut back to 16 bits before they could overflow; that changes nothing mod 2^16.
+    """The u16 sum of an even-length buffer mod 2^16, with big-integer arithmetic: a module is
+    ~200k words, and adding them one by one as Python ints is about four times slower.
+    Each 16 KiB chunk becomes one integer of 16-bit lanes whose word pairs are spread into
+    32-bit lanes and added lane by lane into an accumulator; then the accumulator's upper half
+    of lanes is folded onto the lower half until one lane is left. Cutting a lane back to its
+    low 16 bits changes nothing mod 2^16, so lanes never overflow.
     """
-    global _lane_mask
-    lanes = 1 << ((len(mv) // 2 + 1) // 2 - 1).bit_length()  # 32-bit lanes, a power of two
-    if _lane_mask.bit_length() < lanes * 32 - 16:
-        _lane_mask = int.from_bytes(b"\xff\xff\x00\x00" * lanes, "little")
-    m = _lane_mask
-    x = int.from_bytes(mv, "little")
-    y = (x & m) + ((x >> 16) & m)  # each lane < 2^17
-    top = 17  # bits a lane may hold
-    while lanes > 1:
-        if top >= 31:
-            y &= m
-            top = 16
-        lanes //= 2
-        half = lanes * 32
-        hm = _half_masks.get(half)
-        if hm is None:
-            hm = (1 << half) - 1
-            if half <= 1 << 24:  # keep the masks of images up to 4 MiB
-                _half_masks[half] = hm
-        y = (y & hm) + (y >> half)
-        top += 1
-    return y
+    m = _LANE_MASK
+    acc = 0
+    for n, i in enumerate(range(0, len(mv), _CHUNK), 1):
+        x = int.from_bytes(mv[i : i + _CHUNK], "little")
+        acc += (x & m) + ((x >> 16) & m)
+        if n % _REDUCE_EVERY == 0:
+            acc &= m
+    acc &= m
+    for hm in _HALF_MASKS:  # lanes: 4096 -> 2048 -> ... -> 1 (32 bits each)
+        half = hm.bit_length()
+        acc = ((acc & hm) + (acc >> half)) & m
+    return acc
 
 
 def u16_sum(data: bytes) -> int:
