@@ -7,6 +7,7 @@ What a real program sees under `/` of a TDX host, and nothing it does not need:
     /sys/class/firmware/tdx_module -> ../../devices/faux/tdx_host/firmware/tdx_module
     /sys/devices/system/cpu/{online, present, possible}
     /proc/cpuinfo
+    /var/log/dmesg   (the emulated kernel's log, read-only, in `dmesg` form)
 
 Every operation takes the caller's credentials and answers as the kernel would: bytes, a byte
 count, or an `OSError` carrying the kernel's errno. The layers are the kernel's:
@@ -449,6 +450,8 @@ class SysfsTree:
         self._add("/" + abi.CPU_PRESENT, Kind.ATTR, 0o444, show=present)
         self._add("/" + abi.CPU_POSSIBLE, Kind.ATTR, 0o444, show=present)
         self._add("/" + abi.CPUINFO, Kind.PROC, 0o444, show=lambda: cpuinfo_text(host))
+        # not sysfs: the kernel log, so log readers (tdxseam doctor/explain) find it under the root
+        self._add("/" + abi.DMESG, Kind.PROC, 0o444, show=host.kernel.dmesg_dump)
 
     # ---- lookup -------------------------------------------------------------------------------
 
