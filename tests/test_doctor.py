@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _tool_host import make_root, tree_root_class
+from _tool_host import make_root, synthetic_catalog, tree_root_class
 
 pytest.importorskip("tdxseam.sysfs.tree", reason="the emulated sysfs tree (tdxseam.sysfs) is not available")
 
@@ -130,6 +130,32 @@ def test_boot_failure_host_has_no_tdx_host(tmp_path):
     assert "TDH_SYS_KEY_CONFIG TDX_SYS_KEY_CONFIG_NOT_PENDING" in r.checks[8].summary
 
 
+def test_release_check_reuses_the_plan(tmp_path, intel_dir):
+    from tdxseam.formats import testsign
+    from tdxseam.formats.sigstruct import INTEL_KEY_HASH
+    from tdxseam.tool.catalog import load_catalog
+    from tdxseam.tool.plan import PlanOptions
+    from tdxseam.tool.verify import VerifyOptions
+
+    test_keys = PlanOptions(VerifyOptions((INTEL_KEY_HASH, testsign.signing_key().key_hash)))
+    newer = load_catalog(synthetic_catalog(tmp_path / "c1", [{"version": "1.5.06"}, {"version": "1.5.08",
+                                                                                     "td_floor": "1.5.06"}]))
+    same = load_catalog(synthetic_catalog(tmp_path / "c2", [{"version": "1.5.06"}]))
+    with Emulation(4, seed=6) as emu:
+        fs = tree_root_class()(emu.tree)
+        r_newer = run_doctor(fs, catalog=newer, opts=test_keys)
+        r_same = run_doctor(fs, catalog=same, opts=test_keys)
+    rel = r_newer.checks[5]
+    assert (rel.name, rel.verdict) == ("release", "warn") and "tdxseam update 1.5.08" in rel.fix
+    assert rel.details["selected"] == "1.5.08" and r_newer.ok  # a warning does not fail the host
+    assert r_same.checks[5].verdict == "ok"
+    # Intel's releases on a host booted from Intel's 1.5.06: 1.5.13 applies
+    blob = (intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob").read_bytes()
+    with Emulation(4, module=blob) as emu:
+        r = run_doctor(tree_root_class()(emu.tree), catalog=load_catalog(intel_dir))
+    assert r.checks[5].verdict == "warn" and r.checks[5].details["selected"] == "1.5.13"
+
+
 # ---- plain directories, msr, FIFOs, the command ----------------------------------------------------
 
 CPUINFO = "".join(f"processor\t: {i}\ncpu family\t: 6\nmodel\t\t: 143\nstepping\t: 8\n"
@@ -176,8 +202,15 @@ def test_fifos_are_never_read(tmp_path):
     os.mkfifo(root / "var/log/dmesg")
     os.remove(root / "sys/devices/faux/tdx_host/version")
     os.mkfifo(root / "sys/devices/faux/tdx_host/version")
-    r = run_doctor(SafeRoot(root))  # would block forever on open/read of a FIFO without a writer
-    v = verdicts(r)
+    import threading
+
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(run_doctor(SafeRoot(root))), daemon=True)
+    t.start()
+    t.join(60)  # a blocking open/read of a FIFO without a writer would never return
+    assert done, "doctor blocked on a FIFO"
+    v = verdicts(done[0])
+    r = done[0]
     assert v["kernel_log"] == "unknown" and v["module"] == "fail" and "EINVAL" in r.checks[1].summary
 
 

@@ -61,6 +61,8 @@ def doctor(
                               help="The kernel log (dmesg output); - for stdin. Default: ROOT/var/log/dmesg."),
     catalog: str = typer.Option(None, "--catalog", envvar="TDXSEAM_CATALOG", metavar="DIR",
                                 help="Intel's binaries repository layout, to see whether a newer release applies."),
+    trust_key: list[str] = typer.Option([], "--trust-key", metavar="PEM",
+                                        help="Also trust this public key when judging releases (test keys)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Check a TDX host: one line per check with its verdict (ok, warn, fail, unknown) and the fix.
@@ -72,7 +74,7 @@ def doctor(
     """
     import os
 
-    from tdxseam.cli.cmd_tool import _tool_errors
+    from tdxseam.cli.cmd_tool import _tool_errors, _verify_opts
     from tdxseam.tool.doctor import MAX_DMESG, NotRegular, SafeRoot, read_regular, run_doctor
 
     if not os.path.isdir(sysfs_root):
@@ -94,7 +96,11 @@ def doctor(
             from tdxseam.tool.catalog import load_catalog
 
             cat = load_catalog(catalog)
-        report = run_doctor(SafeRoot(sysfs_root), log_text=log_text, log_source=log_source, catalog=cat)
+        from tdxseam.tool.plan import PlanOptions
+
+        opts = PlanOptions(_verify_opts(trust_key, False))
+        report = run_doctor(SafeRoot(sysfs_root), log_text=log_text, log_source=log_source, catalog=cat,
+                            opts=opts)
     print_report(report, as_json)
     if not report.ok:
         raise typer.Exit(exits.FAILED)
