@@ -66,13 +66,17 @@ def test_healthy_host(capsys):
                               "cpus_online", "kernel_log")} == dict.fromkeys(
         ("tdx_host", "module", "upload", "seamldr", "remaining_updates", "cpu_flags", "cpus_online",
          "kernel_log"), "ok")
-    # no catalog, and the in-process tree serves no msr device (nothing is read from the real /)
-    assert (v["release"], v["seamrr"], v["keyids"]) == ("unknown", "unknown", "unknown")
+    # no catalog; SEAMRR and the KeyID split from the emulated /dev/cpu/0/msr
+    assert v["release"] == "unknown"
+    assert (v["seamrr"], v["keyids"]) == ("ok", "ok")
+    assert r.checks[9].details == {"base": "0x40000000", "size": 256 << 20, "enabled": True, "locked": True,
+                                   "msr_0x1400": "0x0000000040000000", "msr_0x1401": "0x000ffffff0000c00"}
+    assert r.checks[10].details == {"mktme_keyids": 0, "tdx_keyids": 63, "range": [1, 64]}
     assert r.log_source == "/var/log/dmesg"  # found under the root without --dmesg
     assert [i.text for i in r.log_items] == ["virt/tdx: BIOS enabled: private KeyID range [1, 64)",
                                              "virt/tdx: TDX-Module initialized"]
     doc = json_of(r, capsys)
-    assert doc["ok"] is True and doc["counts"] == {"ok": 8, "warn": 0, "fail": 0, "unknown": 3}
+    assert doc["ok"] is True and doc["counts"] == {"ok": 10, "warn": 0, "fail": 0, "unknown": 1}
     assert [c["name"] for c in doc["checks"]][:2] == ["tdx_host", "module"]
     assert all(set(c) >= {"name", "verdict", "summary", "fix"} for c in doc["checks"])
 
@@ -237,3 +241,23 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert p.returncode == 3 and p.stderr.startswith("tdxseam: error: --dmesg") and "regular file" in p.stderr
     p = _cli("doctor", "--sysfs-root", str(tmp_path / "nowhere"))
     assert p.returncode == 2 and "not a directory" in p.stderr
+
+
+def test_emulated_msr_device_answers_as_the_msr_driver():
+    import errno as _errno
+
+    from tdxseam.sysfs.tree import Cred
+
+    with Emulation(2, seed=7) as emu:
+        t = emu.tree
+        assert t.stat("/dev/cpu/1/msr").perm == 0o600
+        assert int.from_bytes(t.read("/dev/cpu/1/msr", 0x87, 8), "little") == 63 << 32
+        with pytest.raises(OSError) as e:
+            t.read("/dev/cpu/0/msr", 0x10, 8)  # an MSR the model does not have: the rdmsr faults
+        assert e.value.errno == _errno.EIO
+        with pytest.raises(OSError) as e:
+            t.read("/dev/cpu/0/msr", 0x1400, 4)  # whole MSRs only
+        assert e.value.errno == _errno.EINVAL
+        with pytest.raises(OSError) as e:
+            t.read("/dev/cpu/0/msr", 0x1400, 8, cred=Cred.user())
+        assert e.value.errno == _errno.EACCES

@@ -360,6 +360,9 @@ def test_doctor_and_explain_read_the_mounted_host_like_a_real_one(start, images)
     doc = json.loads(subprocess.run([*tdxseam_cmd(), "doctor", "--sysfs-root", str(emu.mnt), "--json"],
                                     capture_output=True, text=True, timeout=60).stdout)
     assert doc["ok"] and doc["kernel_log"]["source"] == "/var/log/dmesg"
+    # SEAMRR and the KeyID split through the mounted /dev/cpu/0/msr (pread of 8 bytes)
+    assert {c["name"]: c["verdict"] for c in doc["checks"]}["seamrr"] == "ok"
+    assert doc["checks"][10]["details"]["tdx_keyids"] == 63
     r = sh(USER_SCRIPT, str(emu.mnt), str(images["good"]))
     assert "error=[transferring:firmware-invalid]" in r.stdout, r.stdout + r.stderr
     p = subprocess.run([*tdxseam_cmd(), "doctor", "--sysfs-root", str(emu.mnt), "--json"],

@@ -15,6 +15,17 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
+from tdxseam.formats.msr import (
+    MSR_IA32_MKTME_KEYID_PARTITIONING,
+    MSR_IA32_SEAMRR_PHYS_BASE,
+    MSR_IA32_SEAMRR_PHYS_MASK,
+    SEAMRR_ADDR_BITS,
+    SEAMRR_MASK_ENABLED,
+    SEAMRR_MASK_LOCKED,
+    seamrr_size,
+    split_keyids,
+)
+from tdxseam.formats import sysfs_abi as abi
 from tdxseam.formats.sysfs_abi import CPUINFO, DMESG
 from tdxseam.tool.explain import Item, escape, explain_log
 from tdxseam.tool.hostinfo import HostInfo, Layout, SysfsRoot, os_error_text, read_host
@@ -24,14 +35,7 @@ MAX_ATTR = 64 << 10  # one sysfs attribute
 MAX_CPUINFO = 16 << 20  # /proc/cpuinfo of a 4096-CPU host is ~6 MiB
 MAX_DMESG = 16 << 20
 
-# MSRs (Intel SDM vol. 4; the SEAMRR bits as the TDX host kernels use them)
-MSR_IA32_MKTME_KEYID_PARTITIONING = 0x87  # 31:0 MKTME KeyIDs, 63:32 TDX private KeyIDs
-MSR_IA32_SEAMRR_PHYS_BASE = 0x1400
-MSR_IA32_SEAMRR_PHYS_MASK = 0x1401
-SEAMRR_MASK_LOCKED = 1 << 10
-SEAMRR_MASK_ENABLED = 1 << 11
-_ADDR_BITS = 0x000F_FFFF_FE00_0000  # bits 51:25: SEAMRR is 32 MiB aligned
-MSR_DEVICE = "dev/cpu/0/msr"
+MSR_DEVICE = abi.MSR_DEVICE.format(cpu=0)
 
 
 class NotRegular(OSError):
@@ -74,7 +78,14 @@ def reads_files(fs: SysfsRoot) -> bool:
 def read_msr(root: SysfsRoot, msr: int) -> int:
     """One MSR of CPU 0 through the msr driver (a character device; a regular file in tests)."""
     if not reads_files(root):
-        raise FileNotFoundError(errno.ENOENT, "this root serves no msr device", MSR_DEVICE)
+        # a root served from memory may offer pread(rel, size, offset) (the in-process tree does)
+        pread = getattr(root, "pread", None)
+        if pread is None:
+            raise FileNotFoundError(errno.ENOENT, "this root serves no msr device", MSR_DEVICE)
+        data = pread(MSR_DEVICE, 8, msr)
+        if len(data) != 8:
+            raise OSError(errno.EIO, f"short read of MSR 0x{msr:x}", MSR_DEVICE)
+        return int.from_bytes(data, "little")
     path = root.path(MSR_DEVICE)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -312,11 +323,11 @@ def check_seamrr(fs: SysfsRoot) -> Check:
         return Check("seamrr", "unknown", f"cannot read /{MSR_DEVICE}: {escape(os_error_text(e))}",
                      "modprobe msr and run as root to check SEAMRR")
     enabled, locked = bool(mask & SEAMRR_MASK_ENABLED), bool(mask & SEAMRR_MASK_LOCKED)
-    size = ((~mask & _ADDR_BITS) + (1 << 25)) & ((1 << 52) - 1) if enabled else 0
-    details = {"base": f"0x{base & _ADDR_BITS:x}", "size": size, "enabled": enabled, "locked": locked,
+    size = seamrr_size(mask)
+    details = {"base": f"0x{base & SEAMRR_ADDR_BITS:x}", "size": size, "enabled": enabled, "locked": locked,
                "msr_0x1400": f"0x{base:016x}", "msr_0x1401": f"0x{mask:016x}"}
     if enabled and locked:
-        return Check("seamrr", "ok", f"SEAMRR enabled and locked: base 0x{base & _ADDR_BITS:x}, "
+        return Check("seamrr", "ok", f"SEAMRR enabled and locked: base 0x{base & SEAMRR_ADDR_BITS:x}, "
                      f"{size >> 20} MiB", details=details)
     return Check("seamrr", "fail", f"SEAMRR {'enabled' if enabled else 'not enabled'}, "
                  f"{'locked' if locked else 'not locked'} (MSR 0x1401 = 0x{mask:016x})",
@@ -329,7 +340,7 @@ def check_keyids(fs: SysfsRoot) -> Check:
     except OSError as e:
         return Check("keyids", "unknown", f"cannot read /{MSR_DEVICE}: {escape(os_error_text(e))}",
                      "modprobe msr and run as root to check the KeyID split")
-    mktme, tdx = v & 0xFFFF_FFFF, v >> 32
+    mktme, tdx = split_keyids(v)
     details = {"mktme_keyids": mktme, "tdx_keyids": tdx, "range": [mktme + 1, mktme + 1 + tdx]}
     if tdx == 0:
         return Check("keyids", "fail", f"the BIOS gave TDX no private KeyIDs ({mktme} MKTME KeyIDs)",
