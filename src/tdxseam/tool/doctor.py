@@ -307,8 +307,11 @@ def check_kernel_log(text: str | None, source: str | None, h: HostInfo) -> tuple
                 else (first.text or ""))
         verdict = "warn" if running else "fail"
         tail = "; the module runs now" if running else ""
+        fix = first.actions[0] if first.actions else "see the explained lines"
+        if not running and first.phase == "runtime" and "reboot" not in fix:
+            fix = f"reboot the host to get a TDX module back; then: {fix}"
         return Check("kernel_log", verdict, f"{where}: {len(errors)} failure line(s), first line {first.line}: "
-                     f"{what}{tail}", first.actions[0] if first.actions else "see the explained lines"), items
+                     f"{what}{tail}", fix), items
     if warns:
         return Check("kernel_log", "warn", f"{where}: {len(warns)} warning line(s)",
                      "see the explained lines"), items
