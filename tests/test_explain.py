@@ -159,7 +159,7 @@ def test_cpuid_failure_decodes_leaf_and_masks_from_the_registers():
     # upstream prints TDH.SYS.INIT failures without registers: the item says the leaf is not known
     (f,) = [i for i in explain_log(boot_log(plan)) if i.kind == "seamcall_failure"]
     assert f.status["name"] == "TDX_INCORRECT_CPUID_VALUE" and f.cpuid is None
-    assert any("no output registers" in c for c in f.causes)
+    assert any("no output registers" in n for n in f.notes)
     # the kernel's register-printing path (seamcall_prerr_ret), fed by the same firmware outputs
     h = EmulatedHost(2, seed=1, trace=False)
     install_fault_plan(h.fw, FaultPlan().add(TdxLeaf.TDH_SYS_INIT, CPUID_STATUS, outputs=CPUID_OUT))

@@ -131,6 +131,7 @@ class Item:
     causes: list[str] = dc_field(default_factory=list)
     actions: list[str] = dc_field(default_factory=list)
     sources: list[str] = dc_field(default_factory=list)
+    notes: list[str] = dc_field(default_factory=list)  # what the input lacks to say more
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -188,6 +189,8 @@ class Item:
             row("cause", c)
         for a in self.actions:
             row("do", a)
+        for n in self.notes:
+            row("note", n)
         row("source", "; ".join(dict.fromkeys(s for s in self.sources if s)))
         return "\n".join(out)
 
@@ -219,7 +222,7 @@ def explain_failure(leaf: int, status: int, regs: dict[str, int], *, phase: str 
     if st.name == "TDX_INCORRECT_CPUID_VALUE":
         item.cpuid = cpuid_details(regs)
         if item.cpuid is None:
-            item.causes.append("the kernel printed no output registers for this call, so the CPUID leaf "
+            item.notes.append("the kernel printed no output registers for this call, so the CPUID leaf "
                                "is not in the log (only TDH.SYS.RD failures carry register lines)")
     if li["name"] == "TDH_SYS_RD" and "RDX" in regs:
         item.field = decode_field_id(regs["RDX"])
