@@ -10,11 +10,10 @@ import typer
 
 from tdxseam.cli import app, exits
 
-MAX_STDIN = 16 << 20
-
-
 def _read_stdin() -> str:
-    data = sys.stdin.buffer.read(MAX_STDIN)
+    from tdxseam.tool.explain import MAX_INPUT
+
+    data = sys.stdin.buffer.read(MAX_INPUT)
     return data.decode("utf-8", "replace")
 
 
