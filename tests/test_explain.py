@@ -229,6 +229,14 @@ def test_cli_reads_a_log_on_stdin(capsys, monkeypatch):
     assert code == 1 and "no TDX status" in out
 
 
+def test_unknown_tdx_lines_are_shown_but_do_not_count_as_unknown_codes(capsys):
+    log = "virt/tdx: 262144 KB allocated for PAMT\nvirt/tdx: something new\nkvm: unrelated\n"
+    items = explain_log(log)
+    assert [(i.verdict, i.known) for i in items] == [("info", True), ("unknown", False)]
+    code, out = run_cli(capsys, "explain", "--json", *log.splitlines())
+    assert code == 0 and json.loads(out)["unknown"] == 0
+
+
 def test_words_and_names():
     (item,) = explain_args(["TDH.SYS.SHUTDOWN"])
     assert item.leaf["value"] == "0x0000000000000034" and "old module still runs" in item.consequence
