@@ -140,6 +140,7 @@ LEAF_SOURCES: dict[int, str] = {
     161: '2.0', 162: '2.0', 163: '2.0', 164: '2.0', 165: '2.0', 166: '2.0',
 }
 
+
 class SeamldrLeaf(IntEnum):
     """P-SEAMLDR leaves (spec-firmware.md §2, intel/tdx-loader inc/pseamldr_api_defs.h); the
     P-SEAMLDR answers a SEAMCALL whose RAX has bit 63 set."""
