@@ -124,7 +124,7 @@ def module_build(sig: Sigstruct, module: bytes,
     if synth is not None:
         try:
             said = resolve_identity(sig, module)
-            source, text = said.source.value, said.provenance
+            source, text = said.source.value, said.describe()
         except FormatError as exc:  # e.g. a 2.0 sigstruct re-signed to declare another version
             source, text = Source.SYNTHETIC.value, f"identity from the synthetic module's header ({exc.detail})"
         return ModuleBuild(synth.version, synth.build_num, synth.build_date, synth.tdx_features0,

@@ -319,6 +319,25 @@ def identify(mf: ModuleFile, *, mapping: MappingFile | None = None, option: Modu
                             mapping=mapping, probe=probe, what=mf.display)
 
 
+def mapping_beside(path: Path) -> MappingFile | None:
+    """The mapping file of the catalog a module file sits in (joined_files/<a.b>/f or
+    separate_files/<a.b>/<x.y.zz>/f), for its row's TDX_FEATURES0; None elsewhere or if unusable."""
+    up = path.parent.parent
+    if up.name == "joined_files":
+        root = up.parent
+    elif up.parent.name == "separate_files":
+        root = up.parent.parent
+    else:
+        return None
+    mpath = root / MAPPING_FILE
+    if not mpath.is_file() or mpath.stat().st_size > MAX_FILE_SIZE:
+        return None
+    try:
+        return load_mapping(mpath)
+    except (MappingError, OSError):
+        return None
+
+
 def catalog_identities(cat: Catalog, probe=None) -> list[ModuleIdentity]:
     """The identity of every module file in a catalog (what an emulated platform is told)."""
     return [identify(r.file, mapping=cat.mapping, probe=probe) for r in cat.releases if r.file is not None]
