@@ -144,7 +144,9 @@ def test_info_json():
     p = tdxseam("info", "--json")
     assert p.returncode == 0, p.stderr.decode()
     r = _json(p)
-    assert set(r) == {"cpus", "module_version", "num_remaining_updates", "seamldr_version", "tdx_features0"}
+    assert set(r) == {"cpus", "module_version", "num_remaining_updates", "seamldr_version", "tdx_features0",
+                      "module_identity"}
+    assert r["module_identity"].startswith("1.5.06 build 744 (2024-04-07): identity from the synthetic")
     assert r["cpus"] == 8
     assert r["seamldr_version"] == "1.5.00"
     assert r["module_version"] == "1.5.06"
