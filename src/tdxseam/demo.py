@@ -156,6 +156,7 @@ class DemoResult:
     to_module: str = ""
     from_identity: dict | None = None  # ModuleIdentity.to_json(): version, build, sources, summary
     to_identity: dict | None = None
+    mrseam_after: str | None = None  # what a TD quote now carries (SEAMEXTEND after the update)
     converted: bool = False
     upload_error: str = ""
     td_problems: list[str] = field(default_factory=list)
@@ -250,6 +251,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
     result.version_after = after.strip() if isinstance(after, str) else None
     result.remaining_updates_after = _remaining(host)
     snap_after = td_snapshot(host.fw)
+    result.mrseam_after = host.fw.seamextend.mrseam.hex()
     result.td_problems = compare_tds(snap_before, snap_after)
     result.tds_preserved = sum(1 for tdr, s in snap_before.items() if snap_after.get(tdr) == s)
 
