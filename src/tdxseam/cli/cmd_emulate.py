@@ -85,7 +85,8 @@ def emulate(
                                             "1.5 file: the binary carries no update number)."),
     catalog: str = typer.Option(None, "--catalog", metavar="DIR",
                                 help="Tell the emulated platform what the catalog's modules are (by "
-                                     "SEAMHASH), so an update to one of them reports its full version."),
+                                     "SEAMHASH), so an update to one of them reports its full version. "
+                                     "Default: the catalog the --module FILE sits in, if any."),
     seamldr: str = typer.Option("1.5.00", "--seamldr", metavar="VERSION", help="P-SEAMLDR version."),
     tds: int = typer.Option(0, "--tds", help="TDs to create and run before serving."),
     seed: int = typer.Option(0, "--seed", help="Seeds the emulated machine's scheduler and memory."),
@@ -165,9 +166,11 @@ def emulate(
     known = []
     mapping = None
     try:
-        if catalog is not None:
-            from tdxseam.tool.catalog import catalog_identities, load_catalog
+        from tdxseam.tool.catalog import catalog_identities, catalog_root_of, load_catalog
 
+        if catalog is None and Path(module).is_file():
+            catalog = catalog_root_of(Path(module))
+        if catalog is not None:
             cat = load_catalog(catalog)
             mapping = cat.mapping
             known = catalog_identities(cat, probe)

@@ -319,15 +319,25 @@ def identify(mf: ModuleFile, *, mapping: MappingFile | None = None, option: Modu
                             mapping=mapping, probe=probe, what=mf.display)
 
 
-def mapping_beside(path: Path) -> MappingFile | None:
-    """The mapping file of the catalog a module file sits in (joined_files/<a.b>/f or
-    separate_files/<a.b>/<x.y.zz>/f), for its row's TDX_FEATURES0; None elsewhere or if unusable."""
+def catalog_root_of(path: Path) -> Path | None:
+    """The catalog a module file sits in (joined_files/<a.b>/f or separate_files/<a.b>/<x.y.zz>/f,
+    with a mapping file at the top), or None."""
+    path = Path(path).absolute()
     up = path.parent.parent
     if up.name == "joined_files":
         root = up.parent
     elif up.parent.name == "separate_files":
         root = up.parent.parent
     else:
+        return None
+    return root if (root / MAPPING_FILE).is_file() else None
+
+
+def mapping_beside(path: Path) -> MappingFile | None:
+    """The mapping file of the catalog a module file sits in, for its row's TDX_FEATURES0; None
+    elsewhere or if unusable."""
+    root = catalog_root_of(path)
+    if root is None:
         return None
     mpath = root / MAPPING_FILE
     if not mpath.is_file() or mpath.stat().st_size > MAX_FILE_SIZE:
