@@ -23,7 +23,7 @@ from tdxseam.formats.errors import FormatError
 from tdxseam.formats.identity import IdentityError, IdentitySource, Source, module_identity, resolve_identity
 from tdxseam.formats.mapping import load_mapping, parse_mapping
 from tdxseam.formats.releases import KNOWN_RELEASES, RELEASES_BY_VERSION, known_release
-from tdxseam.formats.sigstruct import Sigstruct, declared_version_bytes
+from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.synthetic import SYNTH_HEADER_SIZE, SyntheticHeader
 from tdxseam.formats.version import ModuleVersion
 

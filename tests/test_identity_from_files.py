@@ -41,7 +41,7 @@ from tdxseam.tool.errors import ToolError
 from tdxseam.tool.hostinfo import read_host
 from tdxseam.tool.mrseam import measurement_json
 from tdxseam.tool.plan import PlanOptions, make_plan
-from tdxseam.tool.update import Outcome, UpdateOptions, run_update
+from tdxseam.tool.update import UpdateOptions, run_update
 from tdxseam.tool.verify import verify_module
 
 TESTS = Path(__file__).resolve().parent
@@ -198,11 +198,15 @@ def _cli(*args: str, forget: bool = True, timeout: float = 60) -> subprocess.Com
 def test_cli_names_the_missing_fact_and_the_option(intel_dir, tmp_path):
     renamed = tmp_path / "module.blob"
     shutil.copyfile(blob(intel_dir, "1.5.13"), renamed)
-    for cmd in (["verify", str(renamed)], ["mrseam", str(renamed)],
-                ["demo", "--to", str(renamed), "--catalog", str(intel_dir)]):
+    for cmd in (["verify", str(renamed)], ["demo", "--to", str(renamed), "--catalog", str(intel_dir)],
+                ["emulate", "--mount", str(tmp_path), "--module", str(renamed)]):
         p = _cli(*cmd)
         assert p.returncode == 3, (cmd, p.stderr)
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("tdxseam: error: ") and "--module-version" in p.stderr
+    # mrseam: the measurement does not need the version; it says what is missing and shows it
+    p = _cli("mrseam", str(renamed))
+    assert p.returncode == 0 and known_version(ModuleVersion(1, 5, 13)).mrseam.hex() in p.stdout
+    assert "identity.unknown" in p.stdout and "--module-version 1.5.NN" in p.stdout
     p = _cli("verify", "-v", str(renamed), "--module-version", "1.5.13")
     assert p.returncode == 0 and "identity: 1.5.13 build 864 (2025-02-07): build constants from the binary" in p.stdout
     p = _cli("verify", "--json", str(blob(intel_dir, "1.5.08")))

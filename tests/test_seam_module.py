@@ -27,9 +27,8 @@ from _seam_support import (
 )
 
 from tdxseam.formats.leaves import TdxLeaf
-from tdxseam.formats.testsign import make_module, sign_sigstruct
+from tdxseam.formats.testsign import make_module
 from tdxseam.formats.sigstruct import Sigstruct
-from tdxseam.formats.measure import seamhash
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import DeclaredModule
 from tdxseam.platform.cpu import Regs, SeamcallEnd

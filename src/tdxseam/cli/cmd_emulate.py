@@ -72,6 +72,36 @@ def _boot_module(spec: str, option, mapping, probe):
                           build_num=rel.build), None
 
 
+def _identify(module: str, module_version: str | None, catalog: str | None):
+    """(what the firmware boots, the identities the platform is told): the --module and every
+    module of the catalog (--catalog, else the one the --module file sits in), from their files.
+    A contradictory or unknown identity is a one-line error, exit 3."""
+    from tdxseam.formats.errors import FormatError
+    from tdxseam.probe import ProbeUnavailable, firmware_probe
+    from tdxseam.tool.catalog import catalog_identities, catalog_root_of, load_catalog
+    from tdxseam.tool.errors import ToolError
+
+    option = _parse_version(module_version, "--module-version") if module_version is not None else None
+    try:
+        probe = firmware_probe()
+    except ProbeUnavailable as e:
+        raise exits.CliError(str(e), exits.USAGE) from None
+    known, mapping = [], None
+    try:
+        if catalog is None and Path(module).is_file():
+            catalog = catalog_root_of(Path(module))
+        if catalog is not None:
+            cat = load_catalog(catalog)
+            mapping = cat.mapping
+            known = catalog_identities(cat, probe)
+        boot_module, boot_identity = _boot_module(module, option, mapping, probe)
+    except (FormatError, ToolError) as e:
+        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    if boot_identity is not None:
+        known.insert(0, boot_identity)
+    return boot_module, known
+
+
 @app.command()
 def emulate(
     mount: Path = typer.Option(..., "--mount", metavar="DIR",
@@ -135,6 +165,9 @@ def emulate(
             raise exits.CliError(f"--fault {spec!r}: there is no cpu{rule.cpu} on a {cpus}-CPU host",
                                  exits.USAGE)
         plan.rules.append(rule)
+    sv = _parse_version(seamldr, "--seamldr")
+    # the module is identified before anything is mounted or booted
+    boot_module, known = _identify(module, module_version, catalog)
     from tdxseam.sysfs.fuse import is_mounted
 
     if is_mounted(str(mount)):
@@ -153,33 +186,7 @@ def emulate(
     reason = fuse_unavailable_reason()
     if reason:
         raise exits.CliError(f"cannot mount: {reason}")
-    sv = _parse_version(seamldr, "--seamldr")
-    option = _parse_version(module_version, "--module-version") if module_version is not None else None
-    from tdxseam.formats.errors import FormatError
-    from tdxseam.probe import ProbeUnavailable, firmware_probe
-    from tdxseam.tool.errors import ToolError
 
-    try:
-        probe = firmware_probe()
-    except ProbeUnavailable as e:
-        raise exits.CliError(str(e), exits.USAGE) from None
-    known = []
-    mapping = None
-    try:
-        from tdxseam.tool.catalog import catalog_identities, catalog_root_of, load_catalog
-
-        if catalog is None and Path(module).is_file():
-            catalog = catalog_root_of(Path(module))
-        if catalog is not None:
-            cat = load_catalog(catalog)
-            mapping = cat.mapping
-            known = catalog_identities(cat, probe)
-        # identified before anything boots: a version that cannot be known is refused here
-        boot_module, boot_identity = _boot_module(module, option, mapping, probe)
-    except (FormatError, ToolError) as e:
-        raise exits.CliError(str(e), exits.BAD_INPUT) from None
-    if boot_identity is not None:
-        known.insert(0, boot_identity)
     from dataclasses import replace
 
     from tdxseam.host import BootError
