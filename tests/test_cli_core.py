@@ -146,7 +146,9 @@ def test_info_json():
     r = _json(p)
     assert set(r) == {"cpus", "module_version", "num_remaining_updates", "seamldr_version", "tdx_features0",
                       "module_identity"}
-    assert r["module_identity"].startswith("1.5.06 build 744 (2024-04-07): identity from the synthetic")
+    ident = r["module_identity"]
+    assert ident["summary"].startswith("1.5.06 build 744 (2024-04-07): identity from the synthetic")
+    assert ident["sources"]["update"] == "synthetic" and ident["gaps"] == [] and ident["build_num"] == 744
     assert r["cpus"] == 8
     assert r["seamldr_version"] == "1.5.00"
     assert r["module_version"] == "1.5.06"

@@ -306,7 +306,10 @@ def test_emulate_and_update_over_fuse_are_the_same_without_release_data(intel_di
         for d in (known, forgotten):
             d[k].pop("mount")
     assert forgotten == known
-    assert known["ready"]["module_identity"].startswith(f"{pair[0]} build ")
+    ident = known["ready"]["module_identity"]
+    assert ident["summary"].startswith(f"{pair[0]} build ") and ident["version"] == pair[0] and ident["gaps"] == []
+    assert ident["sources"]["update"] == ("sigstruct" if pair[0] >= "2" else "file-name")
+    assert known["final"]["module_identity"]["version"] == pair[1]
 
 
 def test_a_renamed_release_over_fuse_needs_module_version(intel_dir, tmp_path):

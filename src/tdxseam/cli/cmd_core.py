@@ -37,7 +37,7 @@ def info(
         "module_version": str(sysinfo.version) if sysinfo else None,
         "tdx_features0": f"0x{sysinfo.tdx_features0:x}" if sysinfo else None,
         # where the emulated module's idea of itself came from
-        "module_identity": build.identity if build is not None else None,
+        "module_identity": build.to_json() if build is not None else None,
         "cpus": host.machine.ncpus,
     }
     if as_json:
@@ -46,7 +46,7 @@ def info(
     print(f"P-SEAMLDR version:      {out['seamldr_version']}")
     print(f"num_remaining_updates:  {out['num_remaining_updates']}")
     print(f"TDX module version:     {out['module_version']}")
-    print(f"  identity:             {out['module_identity']}")
+    print(f"  identity:             {out['module_identity']['summary'] if build is not None else None}")
     print(f"TDX_FEATURES0:          {out['tdx_features0']}")
     print(f"CPUs:                   {out['cpus']}")
 

@@ -267,7 +267,7 @@ def emulate(
             "cpus": cpus,
             "module_version": read(f"{TDX_HOST}/version"),
             # what the emulated module knows about itself, and where each fact came from
-            "module_identity": mod.build.identity if mod is not None and mod.build is not None else None,
+            "module_identity": mod.build.to_json() if mod is not None and mod.build is not None else None,
             "runtime_update": fw is not None,
         }
         if fw is not None:
@@ -305,7 +305,7 @@ def emulate(
         else:
             parts.append("no runtime update (interface hidden)")
         if s["module_identity"] and not as_json:  # the JSON line carries it as a field
-            print(f"tdxseam: TDX module {s['module_identity']}", flush=True)
+            print(f"tdxseam: TDX module {s['module_identity']['summary']}", flush=True)
         say("ready", f"tdxseam: emulated TDX host ({', '.join(parts)}) mounted at {mountpoint}; "
                      f"update through {mountpoint}{CLASS_TDX_MODULE}/; SIGINT or SIGTERM unmounts", s)
 
@@ -328,6 +328,10 @@ def emulate(
     last = f", last upload {s['last_upload']}" if "last_upload" in s else ""
     ran = " (the update in flight ran to its end first)" if in_flight else ""
     lost = f", TD problems: {'; '.join(s['td_problems'])}" if "td_problems" in s else ""
+    mi = s.get("module_identity") or {}
+    if mi.get("gaps"):  # an update to a binary nobody identified: say what the model lacked
+        lost += (f"; the emulated module was not told its {' and '.join(mi['gaps'])}: give "
+                 "emulate --catalog DIR holding the release")
     say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {s['module_version']}"
                    f"{last}; {s['tds']} TDs{lost}",
         {"signal": _signame(signum), "update_in_flight": in_flight, **s})

@@ -99,6 +99,16 @@ class ModuleBuild:
     source: str  # formats.identity.Source value of the version ("synthetic", "sigstruct", ...)
     identity: str = ""  # where each fact came from, for people
     gaps: tuple[str, ...] = ()  # facts of the binary the model was not given (reported as 0)
+    sources: tuple[tuple[str, str], ...] = ()  # (fact, formats.identity.Source value)
+
+    def to_json(self) -> dict:
+        return {"version": str(self.version), "build_num": self.build_num, "build_date": self.build_date,
+                "tdx_features0": f"0x{self.features0:X}", "sources": dict(self.sources),
+                "summary": self.identity, "gaps": list(self.gaps)}
+
+
+def _sources(ident: ModuleIdentity) -> tuple[tuple[str, str], ...]:
+    return tuple((f, s.value) for f, s in ident.sources)
 
 
 def _bcd_date(d: int) -> int:
@@ -124,12 +134,13 @@ def module_build(sig: Sigstruct, module: bytes,
     if synth is not None:
         try:
             said = resolve_identity(sig, module)
-            source, text = said.source.value, said.describe()
+            source, text, sources = said.source.value, said.describe(), _sources(said)
         except FormatError as exc:  # e.g. a 2.0 sigstruct re-signed to declare another version
             source, text = Source.SYNTHETIC.value, f"identity from the synthetic module's header ({exc.detail})"
+            sources = ()
         return ModuleBuild(synth.version, synth.build_num, synth.build_date, synth.tdx_features0,
                            synth.module_hv, synth.min_update_hv, synth.no_downgrade,
-                           synth.num_handoff_pages + 1, source=source, identity=text)
+                           synth.num_handoff_pages + 1, source=source, identity=text, sources=sources)
     consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
     ident = (known or {}).get(bytes(sig.seamhash))
     if ident is None:
@@ -142,7 +153,8 @@ def module_build(sig: Sigstruct, module: bytes,
         features = ident.tdx_features0 if ident.tdx_features0 is not None else TDX_FEATURES0_TD_PRESERVING
         date = ident.build_date if ident.build_date is not None else _bcd_date(sig.date)
         return ModuleBuild(ident.version, ident.build_num or 0, date, features, *consts,
-                           source=ident.source.value, identity=ident.describe(), gaps=gaps)
+                           source=ident.source.value, identity=ident.describe(), gaps=gaps,
+                           sources=_sources(ident))
     # Nothing completes the version: keep what the binary states, report the rest as 0.
     try:
         bc = find_build_constants(module)
