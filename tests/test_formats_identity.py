@@ -225,3 +225,16 @@ def test_fuzz_mutated_synthetic_header(offset, value):
 
 def test_every_golden_release_is_known():
     assert {g.version for g in GOLDEN} == {str(r.version) for r in KNOWN_RELEASES}
+
+
+@FUZZ
+@given(st.binary(max_size=600), st.integers(0, 0x200), st.binary(min_size=10, max_size=10))
+def test_fuzz_build_constants_never_crash(body, at, record):
+    """Arbitrary bytes, an ELF header with arbitrary section tables, a record planted anywhere:
+    the finder answers or raises FormatError, nothing else."""
+    elf = b"\x7fELF\x02\x01\x01" + body
+    for data in (body, elf, elf[:at] + record + elf[at:], elf[:at] + immediates_code(20250219, 869, 5, 1) + elf[at:]):
+        try:
+            find_build_constants(data)
+        except FormatError as exc:
+            assert exc.code == "build_constants"
