@@ -32,6 +32,7 @@ FORM_TEXT = {
 
 # movabs r64, imm64 with REX.W (48) or REX.WB (49); the immediate's bytes are checked afterwards
 _MOVABS = re.compile(rb"[\x48\x49][\xb8-\xbf]", re.DOTALL)
+_DATE_TOP = re.compile(rb"[\x33-\x40]\x01")
 _RECORD = struct.Struct("<IHHH")  # build_date, build_num, minor, major (the .rodata form)
 _MAX_MAJOR = 15
 _MAX_MINOR = 99
@@ -140,7 +141,11 @@ def rodata_ranges(module: bytes) -> list[tuple[int, int]]:
 def find_rodata(module: bytes) -> list[BuildConstants]:
     out = []
     for start, end in rodata_ranges(module):
-        for off in range(start + (-start % 2), end - _RECORD.size + 1, 2):
+        # the top two bytes of a yyyymmdd in 2015-2099 are 01 33..01 40: jump from hit to hit
+        for m in _DATE_TOP.finditer(module, start + 2, end):
+            off = m.start() - 2
+            if off % 2 or off + _RECORD.size > end:
+                continue
             date = struct.unpack_from("<I", module, off)[0]
             if not valid_build_date(date):
                 continue
