@@ -30,8 +30,10 @@ FORM_TEXT = {
     FORM_RODATA: "a .rodata table",
 }
 
-# movabs r64, imm64 with REX.W (48) or REX.WB (49); the immediate's bytes are checked afterwards
-_MOVABS = re.compile(rb"[\x48\x49][\xb8-\xbf]", re.DOTALL)
+# The sequence is found by its one fixed byte pair, the store's disp8 (08) followed by the 66
+# prefix of the next instruction (a C-speed bytes.find); the movabs starts 13 bytes before it.
+_ANCHOR = b"\x08\x66"
+_ANCHOR_AT = 13
 _DATE_TOP = re.compile(rb"[\x33-\x40]\x01")
 _RECORD = struct.Struct("<IHHH")  # build_date, build_num, minor, major (the .rodata form)
 _MAX_MAJOR = 15
@@ -98,10 +100,13 @@ def _store_after_movabs(code: bytes, at: int, reg: int) -> tuple[int, int] | Non
 
 def find_immediates(code: bytes) -> list[BuildConstants]:
     out = []
-    for m in _MOVABS.finditer(code):
-        i = m.start()
-        if i + 10 > len(code):
-            break
+    p = code.find(_ANCHOR, _ANCHOR_AT)
+    while p >= 0:
+        i = p - _ANCHOR_AT
+        p = code.find(_ANCHOR, p + 1)
+        # movabs r64, imm64: REX.W (48) or REX.WB (49), B8+r
+        if code[i] not in (0x48, 0x49) or not 0xB8 <= code[i + 1] <= 0xBF:
+            continue
         date, build, minor = struct.unpack_from("<IHH", code, i + 2)
         if not valid_build_date(date):
             continue
