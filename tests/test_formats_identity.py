@@ -162,7 +162,7 @@ def test_the_module_s_own_answers_come_first():
     ident = resolve_identity(sig, m, name="module.blob", firmware=FakeFirmware())
     assert ident.source is Source.FIRMWARE and ident.tdx_features0 == 0x226F1F0FBF
     assert ident.describe().endswith(": identity from the module's own TDH.SYS.RD answers")
-    with pytest.raises(IdentityError, match="TDH.SYS.RD answers says 1.5.16 build 869, the file name says 1.5.13"):
+    with pytest.raises(IdentityError, match="TDH.SYS.RD answers say 1.5.16 build 869, the file name says 1.5.13"):
         resolve_identity(sig, m, name="tdx_module_1.5.13.blob", firmware=FakeFirmware())
     with pytest.raises(IdentityError, match="build number: .* says 1.5.16 build 870, the binary says 1.5 build 869"):
         resolve_identity(sig, m, firmware=FakeFirmware(build=870))

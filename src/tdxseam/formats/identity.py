@@ -204,9 +204,13 @@ class _Claims:
             for src, v in claims[1:]:
                 if v != first:
                     raise IdentityError(
-                        self.what, f"{SOURCE_TEXT[first_src]} says {self.said[first_src]}, "
-                        f"{SOURCE_TEXT[src]} says {self.said[src]}", code="conflict", field=_FACT_TEXT[fact])
+                        self.what, f"{_says(first_src)} {self.said[first_src]}, {_says(src)} {self.said[src]}",
+                        code="conflict", field=_FACT_TEXT[fact])
         return first, first_src
+
+
+def _says(src: Source) -> str:
+    return SOURCE_TEXT[src] + (" say" if src is Source.FIRMWARE else " says")
 
 
 _FACT_TEXT = {"major": "major version", "minor": "minor version", "update": "update number",
