@@ -164,7 +164,7 @@ def test_the_module_s_own_answers_come_first():
     assert ident.describe().endswith(": identity from the module's own TDH.SYS.RD answers")
     with pytest.raises(IdentityError, match="TDH.SYS.RD answers say 1.5.16 build 869, the file name says 1.5.13"):
         resolve_identity(sig, m, name="tdx_module_1.5.13.blob", firmware=FakeFirmware())
-    with pytest.raises(IdentityError, match="build number: .* says 1.5.16 build 870, the binary says 1.5 build 869"):
+    with pytest.raises(IdentityError, match="build number: .* say 1.5.16 build 870, the binary says 1.5 build 869"):
         resolve_identity(sig, m, firmware=FakeFirmware(build=870))
     failed = resolve_identity(sig, m, name="tdx_module_1.5.16.blob", firmware=FakeFirmware(ok=False, error="boom"))
     assert failed.source is Source.BINARY and "could not run it: boom" in failed.notes[0]
