@@ -144,7 +144,11 @@ def test_info_json():
     p = tdxseam("info", "--json")
     assert p.returncode == 0, p.stderr.decode()
     r = _json(p)
-    assert set(r) == {"cpus", "module_version", "num_remaining_updates", "seamldr_version", "tdx_features0"}
+    assert set(r) == {"cpus", "module_version", "num_remaining_updates", "seamldr_version", "tdx_features0",
+                      "module_identity"}
+    ident = r["module_identity"]
+    assert ident["summary"].startswith("1.5.06 build 744 (2024-04-07): identity from the synthetic")
+    assert ident["sources"]["update"] == "synthetic" and ident["gaps"] == [] and ident["build_num"] == 744
     assert r["cpus"] == 8
     assert r["seamldr_version"] == "1.5.00"
     assert r["module_version"] == "1.5.06"

@@ -279,7 +279,10 @@ def test_intel_v1_blob_is_refused_by_the_kernel_until_converted(intel_dir):
     out = update(h, blob)
     assert out.ret == -errno.EINVAL and out.version == OLD and out.td_problems == []
     # Intel's 1.5.08 is built for the CPUs in its table: boot one of them, from Intel's 1.5.06
-    old = (intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob").read_bytes()
-    h2 = EmulatedHost(4, module=old, trace=False, cpuid_1_eax=0x806F8)
+    from tdxseam.formats.identity import identify_image
+
+    old = intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob"
+    told = identify_image(blob, name="tdx_module_1.5.08.blob")  # what the files say it is
+    h2 = EmulatedHost(4, module=old, trace=False, cpuid_1_eax=0x806F8, known_modules=[told])
     out = update(h2, v1_to_v2(blob))
     assert out.ret == 0 and out.version == "1.5.08"

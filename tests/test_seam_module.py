@@ -27,14 +27,14 @@ from _seam_support import (
 )
 
 from tdxseam.formats.leaves import TdxLeaf
-from tdxseam.formats.testsign import make_module, sign_sigstruct
+from tdxseam.formats.testsign import make_module
 from tdxseam.formats.sigstruct import Sigstruct
-from tdxseam.formats.measure import seamhash
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import DeclaredModule
 from tdxseam.platform.cpu import Regs, SeamcallEnd
 from tdxseam.seam.layout import HANDOFF_HEADER_SIZE, HandoffHeader
 from tdxseam.formats.metadata import (
+    TDX_FEATURES0_TD_PRESERVING,
     TDX_FEATURES0_UPDATE_COMPAT,
     TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE as SHUTDOWN_AVOID_COMPAT_SENSITIVE,
     MdField,
@@ -264,13 +264,6 @@ def test_update_with_a_newer_handoff_version_range():
 # ---- TDH.SYS.INIT ----------------------------------------------------------------------------------
 
 
-def _unidentified():
-    module = b"\x7fELF" + bytes(range(256)) * 63  # 4 pages, like synth()
-    module += bytes(-len(module) % 4096)
-    sig, _ = synth("1.5.08")
-    return sign_sigstruct(Sigstruct.from_bytes(sig).replace(seamhash=seamhash(module))).to_bytes(), module
-
-
 INCOMPATIBLE = [
     ("module_hv-differs", lambda: (resign(synth("1.5.08")[0], module_hv=1), synth("1.5.08")[1])),
     ("fewer-handoff-pages", lambda: (resign(synth("1.5.08")[0], num_handoff_pages=5), synth("1.5.08")[1])),
@@ -278,7 +271,6 @@ INCOMPATIBLE = [
                                       synth("1.5.08", module_hv=0, no_downgrade=1)[1])),
     ("min_update_hv-lowered", lambda: (resign(synth("1.5.08", module_hv=1, min_update_hv=1)[0], min_update_hv=0),
                                        synth("1.5.08", module_hv=1, min_update_hv=1)[1])),
-    ("unidentified-module", _unidentified),
 ]
 
 
@@ -290,16 +282,42 @@ def test_sys_init_refuses_an_incompatible_sigstruct(make):
     assert install(h, sig, mod) == (0, 0)  # the P-SEAMLDR loads it...
     assert rax(h, 0, TdxLeaf.TDH_SYS_INIT) == T.TDX_SYS_INCOMPATIBLE_SIGSTRUCT  # ...the module refuses
     assert h.fw.module.sys_state == SysState.SYSINIT_PENDING
+    # the check is what refuses it: switched off, the same module initialises
     h.fw.disabled_checks.add("init_sigstruct")
-    if h.fw.module.build is not None:
-        assert rax(h, 0, TdxLeaf.TDH_SYS_INIT) == 0
+    assert rax(h, 0, TdxLeaf.TDH_SYS_INIT) == 0
 
 
-def test_unidentified_module_loads_without_a_build():
+@pytest.mark.parametrize("form", ["immediates", "rodata", "none"])
+def test_a_vendor_build_takes_its_constants_from_its_sigstruct(form):
+    """A module without a synthetic identity header is a vendor's build, compiled with the very
+    constants its sigstruct carries: TDH.SYS.INIT's check cannot fail on it, even with a handoff
+    version no synthetic default has. What the files leave open is a named gap, read as 0."""
     h = host(2)
-    sig, mod = _unidentified()
-    assert install(h, sig, mod, scenario=SEAMLDR_SCENARIO_LOAD) == (0, 0)
-    assert h.fw.module.build is None and h.fw.seamextend.seam_ready == 1
+    sig, mod = make_module("1.5.16", build=869, date=20250219, identity=form, module_hv=1, min_update_hv=0,
+                           num_handoff_pages=14)
+    assert shutdown(h) == 0
+    assert install(h, sig, mod) == (0, 0)
+    b = h.fw.module.build
+    assert (b.module_hv, b.min_update_hv, b.min_handoff_pages) == (1, 0, 15)
+    assert rax(h, 0, TdxLeaf.TDH_SYS_INIT) == 0
+    if form == "none":
+        assert b.version == ModuleVersion(0, 0, 0) and b.gaps == ("version", "build", "TDX_FEATURES0")
+    else:
+        assert (b.version, b.build_num, b.build_date) == (ModuleVersion(1, 5, 0), 869, 20250219)
+        assert b.gaps == ("update number", "TDX_FEATURES0") and b.features0 == TDX_FEATURES0_TD_PRESERVING
+
+
+def test_what_the_platform_was_told_completes_a_vendor_build():
+    from tdxseam.formats.identity import resolve_identity
+
+    h = host(2)
+    sig, mod = make_module("1.5.16", build=869, date=20250219, identity="immediates")
+    ident = resolve_identity(Sigstruct.from_bytes(sig), mod, name="tdx_module_1.5.16.bin")
+    h.fw.known_modules[ident.seamhash] = ident
+    assert update(h, sig, mod).ok
+    assert version(h) == ModuleVersion(1, 5, 16) and rd(h, MdField.BUILD_NUM) == (0, 869)
+    assert rd(h, MdField.BUILD_DATE) == (0, 20250219)
+    assert h.fw.module.build.identity == ident.describe() and h.fw.module.build.gaps == ("TDX_FEATURES0",)
 
 
 def test_sys_init_needs_seamdb_capabilities_and_entropy():

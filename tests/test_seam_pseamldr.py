@@ -497,13 +497,22 @@ def test_boot_rejects_what_the_loader_rejects():
 # ---- real Intel releases ----------------------------------------------------------------------------
 
 
-def _blob(intel_dir, v: str) -> bytes:
-    return (intel_dir / "joined_files" / v[:3] / f"tdx_module_{v}.blob").read_bytes()
+def _blob(intel_dir, v: str):
+    """The release's path: booting from it identifies it by its name and bytes."""
+    return intel_dir / "joined_files" / v[:3] / f"tdx_module_{v}.blob"
 
 
-def _parts(intel_dir, v: str) -> tuple[bytes, bytes]:
+def _parts(intel_dir, v: str, h=None) -> tuple[bytes, bytes]:
+    """(sigstruct, module) of a release; with `h`, the platform is told what it is, as the demo and
+    `tdxseam emulate` tell it from the files (a real module knows its own update number)."""
+    from tdxseam.formats.identity import identify_image
     from tdxseam.formats.image import extract
-    x = extract(_blob(intel_dir, v))
+
+    path = _blob(intel_dir, v)
+    if h is not None:
+        ident = identify_image(path.read_bytes(), name=path.name)
+        h.fw.known_modules[ident.seamhash] = ident
+    x = extract(path.read_bytes())
     return x.sigstruct, x.module
 
 
@@ -511,12 +520,22 @@ def test_intel_1_5_06_to_1_5_13(intel_dir):
     h = host(4, module=_blob(intel_dir, "1.5.06"), cpuid_1_eax=0x806F8)
     assert version(h) == ModuleVersion(1, 5, 6)
     assert rd(h, MdField.TDX_FEATURES0)[1] & 2  # TD-preserving
-    sig, mod = _parts(intel_dir, "1.5.13")
+    sig, mod = _parts(intel_dir, "1.5.13", h)
     assert update(h, sig, mod).ok
     assert version(h) == ModuleVersion(1, 5, 13)
     ext = seamextend(h)
     assert ext.mrseam.hex().startswith("27b67e0b20508f0a") and ext.tee_tcb_svn[:2] == bytes([0x0A, 1])
     assert rd(h, MdField.BUILD_NUM)[1] == 864
+
+
+def test_an_intel_1_5_release_nobody_named(intel_dir):
+    """Installed without being told its update number, a 1.5 release still initialises (its
+    constants are its sigstruct's) and keeps its TDs; it reads 1.5.00 and the gap is named."""
+    h = host(2, module=_blob(intel_dir, "1.5.06"), cpuid_1_eax=0x806F8)
+    sig, mod = _parts(intel_dir, "1.5.13")
+    assert update(h, sig, mod).ok
+    assert version(h) == ModuleVersion(1, 5, 0) and rd(h, MdField.BUILD_NUM)[1] == 864
+    assert h.fw.module.build.gaps == ("update number", "TDX_FEATURES0")
 
 
 def test_intel_1_5_06_on_an_unlisted_cpu_is_refused(intel_dir):
@@ -530,7 +549,7 @@ def test_intel_2_0_04_to_2_0_05_needs_a_2_0_loader(intel_dir):
     h = host(2, module=_blob(intel_dir, "2.0.04"), cpuid_1_eax=0xA06D0,
              seamldr=SeamldrBuild(major=2, minor=0))
     assert version(h) == ModuleVersion(2, 0, 4)
-    sig, mod = _parts(intel_dir, "2.0.05")
+    sig, mod = _parts(intel_dir, "2.0.05")  # a 2.0 sigstruct states its version: nothing to tell
     assert update(h, sig, mod).ok  # same SVN 0x304: not a downgrade
     assert version(h) == ModuleVersion(2, 0, 5) and rd(h, MdField.BUILD_NUM)[1] == 863
 

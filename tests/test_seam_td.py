@@ -311,12 +311,15 @@ def test_td_snapshot_is_pure():
 
 
 def test_intel_1_5_06_to_1_5_13_preserves_tds(intel_dir):
+    from tdxseam.formats.identity import identify_image
     from tdxseam.formats.image import extract
-    blob = (intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob").read_bytes()
-    h = host(4, module=blob)
+    h = host(4, module=intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob")
     a, b, c = _fleet(h)
     before = td_snapshot(h.fw)
-    x = extract((intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.13.blob").read_bytes())
+    new = (intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.13.blob").read_bytes()
+    told = identify_image(new, name="tdx_module_1.5.13.blob")
+    h.fw.known_modules[told.seamhash] = told
+    x = extract(new)
     assert update(h, x.sigstruct, x.module).ok
     assert version(h) == ModuleVersion(1, 5, 13) and compare_tds(before, td_snapshot(h.fw)) == []
     assert vp_enter(h, b.vcpus[0]).r11 == 2

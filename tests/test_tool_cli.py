@@ -40,7 +40,7 @@ def test_verify_json(capsys, intel_dir):
     assert code == 0 and len(rows) == 9
     for r in rows:
         assert set(r) == {"file", "ok", "version", "problems", "format", "version_source", "signing_key",
-                          "debug", "seamsvn", "cpuids", "date", "mrseam", "notes"}
+                          "debug", "seamsvn", "cpuids", "date", "mrseam", "notes", "identity"}
         assert r["ok"] is True and r["problems"] == [] and r["signing_key"] == "intel"
 
 
@@ -85,7 +85,7 @@ def test_plan_json_and_exit_codes(capsys, tmp_path, intel_dir):
                       "releases", "intel", "notes"}
     assert p["outcome"] == "update" and p["selected"]["version"] == "1.5.13"
     assert set(p["releases"][0]) == {"version", "file", "format", "verdict", "reasons", "checks", "mrseam",
-                                     "seamsvn"}
+                                     "seamsvn", "identity"}
     assert set(p["releases"][0]["checks"][0]) == {"name", "ok", "rule", "reason"}
     assert set(p["intel"]) == {"selected", "outcome", "skipped", "comparison"}
     for version, expected in (("1.5.13", exits.UP_TO_DATE),):

@@ -37,9 +37,13 @@ EXPECTED_FAILS = {
 
 
 def _emulation(intel_dir: Path, *, threaded: bool = False) -> Emulation:
-    blob = (intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob").read_bytes()
-    # seamdb_capacity 2: the boot install takes one entry, so exactly one update is left
-    return Emulation(4, module=blob, seamldr=SeamldrBuild(seamdb_capacity=2), threaded=threaded)
+    from tdxseam.tool.catalog import catalog_identities
+
+    blob = intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob"
+    # seamdb_capacity 2: the boot install takes one entry, so exactly one update is left; the
+    # platform is told what the catalog's binaries are, as `tdxseam emulate --catalog` does
+    return Emulation(4, module=blob, seamldr=SeamldrBuild(seamdb_capacity=2), threaded=threaded,
+                     known_modules=catalog_identities(load_catalog(intel_dir)))
 
 
 def _failed(plan) -> dict[str, set[str]]:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from _releases import forget_releases
 from tdxseam.formats import testsign
+from tdxseam.formats.version import ModuleVersion
 from tdxseam.formats.image import build_v1, build_v2
 from tdxseam.tool.catalog import load_module_file, load_module_files, module_from_bytes
 from tdxseam.tool.mrseam import measurement_json
@@ -77,8 +79,11 @@ def test_every_release_verifies_with_published_mrseam(intel_dir, version):
     assert m["seamsvn"] == f"{major}.{minor}"
     j = res.to_json()
     assert {"file", "ok", "version", "problems"} <= j.keys() and j["ok"] is True and j["problems"] == []
-    # 2.0 sigstructs declare their version; 1.5 ones are identified by SEAMHASH
-    assert res.version_source == ("sigstruct" if version.startswith("2.") else "known-release")
+    # 2.0 sigstructs declare their version; 1.5 builds state theirs in the binary, the update
+    # number in the file name; TDX_FEATURES0 from the catalog's mapping file
+    assert res.version_source == ("sigstruct" if version.startswith("2.") else "binary")
+    assert j["identity"]["sources"]["update"] == ("sigstruct" if version.startswith("2.") else "file-name")
+    assert j["identity"]["sources"]["tdx_features0"] == "mapping"
 
 
 @pytest.mark.parametrize("version", ["1.5.06", "2.0.04"])
@@ -168,11 +173,23 @@ def test_header_flips_named(intel_dir):
     assert only.codes == ["v1.checksum"]
 
 
-def test_wrong_file_name_is_a_version_mismatch(intel_dir):
+def test_wrong_file_name_is_an_identity_conflict(intel_dir, monkeypatch):
     res = verify_bytes(blob(intel_dir, "1.5.09"), "tdx_module_1.5.13.blob")
-    assert res.codes == ["version_mismatch"]
-    assert "1.5.13" in res.problems[0].message and "1.5.09" in res.problems[0].message
-    assert str(res.version) == "1.5.09"  # the known release wins over the name
+    assert res.codes == ["identity.conflict"] and res.identity_problem is res.problems[0]
+    assert "1.5.09 build 813" in res.problems[0].message and "1.5.13" in res.problems[0].message
+    assert res.version is None  # never a silent pick
+    # a 2.0 release says what it is in its sigstruct: refused without any release data
+    forget_releases(monkeypatch)
+    res = verify_bytes(blob(intel_dir, "2.0.04"), "tdx_module_2.0.05.blob")
+    assert res.codes == ["identity.conflict"]
+    assert "the sigstruct says 2.0.04 build 859, the file name says 2.0.05" in res.problems[0].message
+
+
+def test_a_renamed_1_5_release_needs_its_version(intel_dir):
+    res = verify_bytes(blob(intel_dir, "1.5.13"), "module.blob")
+    assert res.codes == ["identity.unknown"] and "--module-version 1.5.NN" in res.problems[0].message
+    res = verify_bytes(blob(intel_dir, "1.5.13"), "module.blob", module_version=ModuleVersion(1, 5, 13))
+    assert res.ok and res.identity.describe().startswith("1.5.13 build 864 (2025-02-07): build constants")
 
 
 def test_truncated_and_garbage_files():

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tdxseam.formats.identity import ModuleIdentity, resolve_identity
 from tdxseam.formats.image import ImageFormat, detect, extract, v1_to_v2
+from tdxseam.formats.mapping import MappingFile, load_mapping
 from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import EmulatedHost
@@ -22,6 +24,7 @@ from tdxseam.kernel.firmware_upload import FwUploadProg
 from tdxseam.kernel.kvm_tdx import kvm_tdx, tdx_td_create, tdx_vcpu_run
 from tdxseam.kernel.seamldr import ModuleUpdateState, seamldr_get_info
 from tdxseam.kernel.tdx_host import tdx_host_init
+from tdxseam.probe import Probe
 from tdxseam.seam.pseamldr import SeamldrBuild
 from tdxseam.seam.td import compare_tds, td_snapshot
 
@@ -61,22 +64,37 @@ class ModuleChoice:
     label: str  # where it came from, for the report
     image: bytes  # always a v2 image (what the merged kernel takes)
     sigstruct: Sigstruct
+    identity: ModuleIdentity  # what it is, and where each fact came from
     converted: bool = False
 
 
-def _load_image(data: bytes, label: str) -> ModuleChoice:
+def _load_image(data: bytes, label: str, *, name: str | None = None, option: ModuleVersion | None = None,
+                mapping: MappingFile | None = None, probe: Probe | None = None) -> ModuleChoice:
     fmt = detect(data)
+    if fmt not in (ImageFormat.V1, ImageFormat.V2):
+        raise DemoError(f"{label}: not a TDX module image (expected an Intel v1 blob or a v2 image)")
+    parts = extract(data, what=label)
+    sig = Sigstruct.from_bytes(parts.sigstruct)
+    ident = resolve_identity(sig, parts.module, name=name, option=option, mapping=mapping, probe=probe,
+                             what=label)
     if fmt is ImageFormat.V1:
-        parts = extract(data, what=label)
-        return ModuleChoice(label, v1_to_v2(data), Sigstruct.from_bytes(parts.sigstruct), True)
-    if fmt is ImageFormat.V2:
-        parts = extract(data, what=label)
-        return ModuleChoice(label, data, Sigstruct.from_bytes(parts.sigstruct))
-    raise DemoError(f"{label}: not a TDX module image (expected an Intel v1 blob or a v2 image)")
+        return ModuleChoice(label, v1_to_v2(data), sig, ident, True)
+    return ModuleChoice(label, data, sig, ident)
 
 
-def choose_module(spec: str | ModuleVersion, catalog: Path | None) -> ModuleChoice:
-    """A version from the catalog (or synthesized without one), or an image file."""
+def _catalog_mapping(catalog: Path | None) -> MappingFile | None:
+    if catalog is None or not (catalog / "mapping_file.json").is_file():
+        return None
+    return load_mapping(catalog / "mapping_file.json")
+
+
+def choose_module(spec: str | ModuleVersion, catalog: Path | None, *, option: ModuleVersion | None = None,
+                  mapping: MappingFile | None = None, probe: Probe | None = None) -> ModuleChoice:
+    """A version from the catalog (or synthesized without one), or an image file, identified from
+    its files (`option`: the operator's --module-version for a file that states nothing).
+
+    IdentityError (a FormatError) when the facts disagree or the version cannot be known.
+    """
     if isinstance(spec, str) and (os.sep in spec or spec.endswith((".blob", ".img", ".bin"))
                                   or Path(spec).is_file()):
         p = Path(spec)
@@ -84,16 +102,19 @@ def choose_module(spec: str | ModuleVersion, catalog: Path | None) -> ModuleChoi
             data = p.read_bytes()
         except OSError as e:
             raise DemoError(f"{p}: {e.strerror or e}") from None
-        return _load_image(data, str(p))
+        return _load_image(data, str(p), name=p.name, option=option, mapping=mapping, probe=probe)
     try:
         v = spec if isinstance(spec, ModuleVersion) else ModuleVersion.parse(spec)
     except ValueError as e:
         raise DemoError(f"{spec!r}: not a version (major.minor.update) nor an image file") from e
+    if option is not None and option != v:
+        raise DemoError(f"--module-version {option} names another release than {v}")
     if catalog is not None:
         blob = catalog / "joined_files" / f"{v.major}.{v.minor}" / f"tdx_module_{v}.blob"
         if not blob.is_file():
             raise DemoError(f"release {v} is not in the catalog {catalog}")
-        return _load_image(blob.read_bytes(), f"Intel release {v} ({blob.name})")
+        return _load_image(blob.read_bytes(), f"Intel release {v} ({blob.name})", name=blob.name,
+                           mapping=mapping, probe=probe)
     from tdxseam.formats.testsign import make_image
 
     style = "2.0" if (v.major, v.minor) >= (2, 0) else "1.5"
@@ -133,6 +154,9 @@ class DemoResult:
     status: str | None
     from_module: str = ""
     to_module: str = ""
+    from_identity: dict | None = None  # ModuleIdentity.to_json(): version, build, sources, summary
+    to_identity: dict | None = None
+    mrseam_after: str | None = None  # what a TD quote now carries (SEAMEXTEND after the update)
     converted: bool = False
     upload_error: str = ""
     td_problems: list[str] = field(default_factory=list)
@@ -152,16 +176,24 @@ def _remaining(host: EmulatedHost) -> int | None:
 
 def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None = None,
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
-             synthetic: bool = False,
+             synthetic: bool = False, module_version: ModuleVersion | None = None,
+             probe: Probe | None = None,
              progress: Callable[[Progress], None] | None = None) -> DemoResult:
+    """`module_version` is the --module-version of the `to` module (for a file that states nothing).
+
+    Both modules are identified before the host boots: a version that disagrees or cannot be
+    known is refused (IdentityError) before any SEAMCALL."""
     cat = None if synthetic else find_intel_catalog(catalog)
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
-    src = choose_module(from_ or default[0], cat)
-    dst = choose_module(to or default[1], cat)
+    mapping = _catalog_mapping(cat)
+    src = choose_module(from_ or default[0], cat, mapping=mapping, probe=probe)
+    dst = choose_module(to or default[1], cat, option=module_version, mapping=mapping, probe=probe)
     cpuid = platform_cpuid(src.sigstruct, dst.sigstruct)
     line = (2, 0) if src.sigstruct.declared_version is not None else (1, 5)
+    # the emulated platform is told what the two binaries are (a real module knows it itself)
     host = EmulatedHost(cpus, seed=seed, module=src.image, trace=False, cpuid_1_eax=cpuid,
-                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)))
+                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
+                        known_modules=(src.identity, dst.identity))
     k = host.kernel
     dev = tdx_host_init(k)
     before = host.run_on(0, dev.version_show)
@@ -182,6 +214,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         version_after=None, tds_before=tds_built, tds_preserved=0,
                         remaining_updates_before=remaining_before, remaining_updates_after=None,
                         error=None, status=None, from_module=src.label, to_module=dst.label,
+                        from_identity=src.identity.to_json(), to_identity=dst.identity.to_json(),
                         converted=dst.converted, seed=seed)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
@@ -218,6 +251,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
     result.version_after = after.strip() if isinstance(after, str) else None
     result.remaining_updates_after = _remaining(host)
     snap_after = td_snapshot(host.fw)
+    result.mrseam_after = host.fw.seamextend.mrseam.hex()
     result.td_problems = compare_tds(snap_before, snap_after)
     result.tds_preserved = sum(1 for tdr, s in snap_before.items() if snap_after.get(tdr) == s)
 

@@ -6,18 +6,22 @@ This is the one place that knows all three layers; it plays the part of the plat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from tdxseam.formats.identity import ModuleIdentity, resolve_identity
 from tdxseam.formats.image import extract
+from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH
 from tdxseam.formats.testsign import DEFAULT_CPUIDS, make_module, signing_key
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.kernel import Kernel
 from tdxseam.kernel.locks import local_irq_restore, local_irq_save
-from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_config, tdx_read_sysinfo
+from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_enable, tdx_init
 from tdxseam.platform.machine import Machine
 from tdxseam.platform.sched import Deadlock
 from tdxseam.seam.firmware import SeamFirmware
@@ -25,7 +29,12 @@ from tdxseam.seam.pseamldr import MAX_NUM_OF_LPS, PSeamldr, SeamldrBuild
 
 
 class BootError(RuntimeError):
-    """The emulated host did not come up (a model bug or an impossible configuration)."""
+    """The emulated host did not come up (a model bug, an impossible configuration, or a fault
+    planted at boot); `dmesg` is what the kernel printed until then."""
+
+    def __init__(self, message: str, dmesg: str = "") -> None:
+        super().__init__(message)
+        self.dmesg = dmesg
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,9 @@ class EmulatedHost:
     def __init__(self, cpus: int = 8, *, seed: int = 0, module: Any = None,
                  seamldr: SeamldrBuild | None = None, mutations: frozenset[str] = frozenset(),
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
-                 cpuid_1_eax: int | None = None, trust_test_key: bool = True) -> None:
+                 cpuid_1_eax: int | None = None, trust_test_key: bool = True,
+                 known_modules: Iterable[ModuleIdentity] = (),
+                 boot_faults: Any = None) -> None:
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, **kw)
@@ -74,7 +85,13 @@ class EmulatedHost:
         trusted = (INTEL_KEY_HASH, signing_key().key_hash) if trust_test_key else (INTEL_KEY_HASH,)
         self.pseamldr = PSeamldr(self.fw, seamldr, trusted_key_hashes=trusted)
         self.kernel = Kernel(self.machine, mutations=mutations)
+        for ident in known_modules:  # what the binaries are, as resolved from their files
+            self.fw.known_modules[bytes(ident.seamhash)] = ident
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
+        if boot_faults is not None:
+            # a fault plan (seam.faults.FaultPlan) armed before the OS boots: the kernel's boot
+            # SEAMCALLs meet it, and BootError carries what the kernel printed
+            self.fw.fault_hook = boot_faults
         self._boot()
 
     @property
@@ -86,10 +103,17 @@ class EmulatedHost:
 
         `module` is a `DeclaredModule` (booted as a test-signed synthetic module declaring the same
         version, features and handoff values: the default is 1.5.06-like), a module image (Intel's
-        v1 blob or a Linux v2 image), or a (sigstruct, module) pair of bytes. Everything goes
+        v1 blob or a Linux v2 image), its path (then identified from its name and bytes too, and
+        the platform told; IdentityError when they disagree), or a (sigstruct, module) pair. Everything goes
         through the P-SEAMLDR, so SEAMEXTEND, SEAMDB and SYS_INFO_TABLE are what an install makes.
         """
-        if isinstance(module, DeclaredModule):
+        if isinstance(module, (str, os.PathLike)):
+            path = Path(module)
+            parts = extract(path.read_bytes(), what=str(path))
+            sigstruct, body = parts.sigstruct, parts.module
+            ident = resolve_identity(Sigstruct.from_bytes(sigstruct), body, name=path.name, what=str(path))
+            self.fw.known_modules.setdefault(bytes(ident.seamhash), ident)
+        elif isinstance(module, DeclaredModule):
             cpuids = tuple(sorted({c.cpuid_1_eax for c in self.machine.cpus}))
             sigstruct, body = synthesize(module, cpuids)
         elif isinstance(module, (bytes, bytearray, memoryview)):
@@ -114,16 +138,14 @@ class EmulatedHost:
             finally:
                 local_irq_restore(self.kernel, flags)
 
+        self.run_on(0, tdx_init, self.kernel)
         for cpu, ret in enumerate(self.run_each(cpu_up)):
             if ret:
-                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}")
+                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}", self.kernel.dmesg_text())
 
-        def configure() -> int:
-            return tdx_module_config(self.kernel) or tdx_read_sysinfo(self.kernel)
-
-        ret = self.run_on(0, configure)
+        ret = self.run_on(0, tdx_enable, self.kernel)
         if ret:
-            raise BootError(f"TDX module configuration failed: errno {ret}")
+            raise BootError(f"TDX module configuration failed: errno {ret}", self.kernel.dmesg_text())
         self.fw.stats.__init__()  # boot traffic is not part of what callers measure
 
     # ---- running host code ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ def _make_app():
     from tdxseam.cli import cmd_emulate  # noqa: F401
     from tdxseam.cli import cmd_tool  # noqa: F401
     from tdxseam.cli import cmd_sim  # noqa: F401
+    from tdxseam.cli import cmd_diag  # noqa: F401
 
     return app
 

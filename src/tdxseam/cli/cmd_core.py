@@ -30,11 +30,14 @@ def info(
     if ret:
         raise exits.CliError(f"SEAMLDR.INFO failed: errno {ret}")
     sysinfo = tdx_get_sysinfo(host.kernel)
+    build = host.fw.module.build if host.fw.module is not None else None
     out = {
         "seamldr_version": sinfo.version_str,
         "num_remaining_updates": sinfo.num_remaining_updates,
         "module_version": str(sysinfo.version) if sysinfo else None,
         "tdx_features0": f"0x{sysinfo.tdx_features0:x}" if sysinfo else None,
+        # where the emulated module's idea of itself came from
+        "module_identity": build.to_json() if build is not None else None,
         "cpus": host.machine.ncpus,
     }
     if as_json:
@@ -43,6 +46,7 @@ def info(
     print(f"P-SEAMLDR version:      {out['seamldr_version']}")
     print(f"num_remaining_updates:  {out['num_remaining_updates']}")
     print(f"TDX module version:     {out['module_version']}")
+    print(f"  identity:             {out['module_identity']['summary'] if build is not None else None}")
     print(f"TDX_FEATURES0:          {out['tdx_features0']}")
     print(f"CPUs:                   {out['cpus']}")
 

@@ -16,6 +16,9 @@ def demo(
     tds: int = typer.Option(4, "--tds", help="TDs to build and run before the update."),
     from_: str = typer.Option(None, "--from", help="Module the host boots with (version). Default: 1.5.06."),
     to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
+    module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z",
+                                       help="Version of the --to FILE when it does not state it (a renamed "
+                                            "1.5 file: its binary carries no update number)."),
     catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
     seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
     synthetic: bool = typer.Option(False, "--synthetic",
@@ -35,7 +38,20 @@ def demo(
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (the emulated HKIDs), not {tds}", exits.USAGE)
     from tdxseam.demo import DemoError, run_demo
-    from tdxseam.formats.errors import FormatError
+    from tdxseam.formats.errors import FormatError, VersionError
+    from tdxseam.formats.version import ModuleVersion
+    from tdxseam.probe import ProbeUnavailable, firmware_probe
+
+    option = None
+    if module_version is not None:
+        try:
+            option = ModuleVersion.parse(module_version)
+        except VersionError as e:
+            raise exits.CliError(f"--module-version: {e}", exits.USAGE) from None
+    try:
+        probe = firmware_probe()
+    except ProbeUnavailable as e:
+        raise exits.CliError(str(e), exits.USAGE) from None
 
     show = None
     bar = None
@@ -58,7 +74,7 @@ def demo(
         bar.start()
     try:
         r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
-                     synthetic=synthetic, progress=show)
+                     synthetic=synthetic, module_version=option, probe=probe, progress=show)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
     finally:
@@ -73,7 +89,9 @@ def demo(
     else:
         print(f"emulated host: {r.cpus} CPUs, seed {r.seed}")
         print(f"running module:   {r.version_before}  ({r.from_module})")
+        print(f"  identity:       {r.from_identity['summary']}")
         print(f"update image:     {r.to_module}" + ("  [Intel v1 blob converted to a v2 image]" if r.converted else ""))
+        print(f"  identity:       {r.to_identity['summary']}")
         print(f"TDs built and run before the update: {r.tds_before}")
         print(f"num_remaining_updates: {r.remaining_updates_before} -> {r.remaining_updates_after}")
         print(f"update: {r.steps} scheduler steps, {r.wall_seconds * 1000:.1f} ms wall")

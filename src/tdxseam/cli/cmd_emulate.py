@@ -1,7 +1,8 @@
 """`tdxseam emulate --mount DIR`: an emulated TDX host's kernel files, mounted for real programs.
 
 The emulated host boots, then its / is served at DIR through FUSE: DIR/sys/devices/faux/tdx_host,
-DIR/sys/class/firmware/tdx_module, DIR/sys/devices/system/cpu, DIR/proc/cpuinfo. Any program (a
+DIR/sys/class/firmware/tdx_module, DIR/sys/devices/system/cpu, DIR/proc/cpuinfo, and the kernel's
+log in dmesg form at DIR/var/log/dmesg (what `tdxseam doctor` and `explain` read). Any program (a
 shell, Intel's reference script, distro tooling) updates the module through them as it would on a
 TDX host. SIGINT or SIGTERM unmounts; an update in flight first runs to its end.
 """
@@ -31,10 +32,11 @@ def _parse_version(text: str, what: str):
         raise exits.CliError(f"{what}: {e}", exits.USAGE) from None
 
 
-def _boot_module(spec: str):
+def _boot_module(spec: str, option, mapping, probe):
     """A version (a test-signed synthetic module declaring it) or a file (v1 blob, v2 image, or a
-    TDX-SEAM .so with its .sigstruct beside it)."""
-    from tdxseam.formats.releases import RELEASES_BY_VERSION
+    TDX-SEAM .so with its .sigstruct beside it), identified from its files before anything boots:
+    (what the firmware loads, its identity or None for a synthetic one)."""
+    from tdxseam.formats.releases import known_version
     from tdxseam.host import DeclaredModule
 
     path = Path(spec)
@@ -46,15 +48,59 @@ def _boot_module(spec: str):
         sig = path.with_name(path.name + ".sigstruct")
         if not sig.exists() and path.suffix == ".so":
             sig = path.with_suffix(".sigstruct")
+        from tdxseam.formats.identity import resolve_identity
+        from tdxseam.formats.image import extract
+        from tdxseam.formats.sigstruct import Sigstruct
+
         if data[:4] == b"\x7fELF" and sig.exists():
-            return (sig.read_bytes(), data)
-        return data
+            boot = (sig.read_bytes(), data)
+            sigstruct, body = boot
+        else:
+            boot = data
+            parts = extract(data, what=f"--module {spec}")
+            sigstruct, body = parts.sigstruct, parts.module
+        ident = resolve_identity(Sigstruct.from_bytes(sigstruct), body, name=path.name, option=option,
+                                 mapping=mapping, probe=probe, what=f"--module {spec}")
+        return boot, ident
+    if option is not None:
+        raise exits.CliError("--module-version goes with a --module FILE (a version already names itself)",
+                             exits.USAGE)
     version = _parse_version(spec, "--module")
-    rel = RELEASES_BY_VERSION.get(version)
+    rel = known_version(version)  # test data: a synthetic stand-in that looks like the release
     if rel is None:
-        return DeclaredModule(version)
+        return DeclaredModule(version), None
     return DeclaredModule(version, features0=rel.tdx_features0, build_date=rel.date,
-                          build_num=rel.build)
+                          build_num=rel.build), None
+
+
+def _identify(module: str, module_version: str | None, catalog: str | None):
+    """(what the firmware boots, the identities the platform is told): the --module and every
+    module of the catalog (--catalog, else the one the --module file sits in), from their files.
+    A contradictory or unknown identity is a one-line error, exit 3."""
+    from tdxseam.formats.errors import FormatError
+    from tdxseam.probe import ProbeUnavailable, firmware_probe
+    from tdxseam.tool.catalog import catalog_identities, catalog_root_of, load_catalog
+    from tdxseam.tool.errors import ToolError
+
+    option = _parse_version(module_version, "--module-version") if module_version is not None else None
+    try:
+        probe = firmware_probe()
+    except ProbeUnavailable as e:
+        raise exits.CliError(str(e), exits.USAGE) from None
+    known, mapping = [], None
+    try:
+        if catalog is None and Path(module).is_file():
+            catalog = catalog_root_of(Path(module))
+        if catalog is not None:
+            cat = load_catalog(catalog)
+            mapping = cat.mapping
+            known = catalog_identities(cat, probe)
+        boot_module, boot_identity = _boot_module(module, option, mapping, probe)
+    except (FormatError, ToolError) as e:
+        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    if boot_identity is not None:
+        known.insert(0, boot_identity)
+    return boot_module, known
 
 
 @app.command()
@@ -65,6 +111,13 @@ def emulate(
     module: str = typer.Option("1.5.06", "--module", metavar="VERSION|FILE",
                                help="TDX module the firmware loads at boot: a version (synthetic, "
                                     "test-signed) or a v1 blob / v2 image / .so+.sigstruct file."),
+    module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z",
+                                       help="Version of a --module FILE that does not state it (a renamed "
+                                            "1.5 file: the binary carries no update number)."),
+    catalog: str = typer.Option(None, "--catalog", metavar="DIR",
+                                help="Tell the emulated platform what the catalog's modules are (by "
+                                     "SEAMHASH), so an update to one of them reports its full version. "
+                                     "Default: the catalog the --module FILE sits in, if any."),
     seamldr: str = typer.Option("1.5.00", "--seamldr", metavar="VERSION", help="P-SEAMLDR version."),
     tds: int = typer.Option(0, "--tds", help="TDs to create and run before serving."),
     seed: int = typer.Option(0, "--seed", help="Seeds the emulated machine's scheduler and memory."),
@@ -113,6 +166,9 @@ def emulate(
             raise exits.CliError(f"--fault {spec!r}: there is no cpu{rule.cpu} on a {cpus}-CPU host",
                                  exits.USAGE)
         plan.rules.append(rule)
+    sv = _parse_version(seamldr, "--seamldr")
+    # the module is identified before anything is mounted or booted
+    boot_module, known = _identify(module, module_version, catalog)
     from tdxseam.sysfs.fuse import is_mounted
 
     if is_mounted(str(mount)):
@@ -131,8 +187,7 @@ def emulate(
     reason = fuse_unavailable_reason()
     if reason:
         raise exits.CliError(f"cannot mount: {reason}")
-    sv = _parse_version(seamldr, "--seamldr")
-    boot_module = _boot_module(module)
+
     from dataclasses import replace
 
     from tdxseam.host import BootError
@@ -155,7 +210,7 @@ def emulate(
     if cpus > build.max_lps:
         build = replace(build, max_lps=cpus)
     host_kw = dict(module=boot_module, seamldr=build, erratum=erratum,
-                   trust_test_key=not intel_key_only)
+                   trust_test_key=not intel_key_only, known_modules=known)
     if cpuid_1_eax is not None:
         host_kw["cpuid_1_eax"] = cpuid_1_eax
 
@@ -207,10 +262,13 @@ def emulate(
                 return f"error: {os.strerror(e.errno)}" if e.errno else "error"
 
         fw = emu.on_machine(lambda: tree.fw)
+        mod = emu.on_machine(lambda: emu.host.fw.module)
         out = {
             "mount": mountpoint,
             "cpus": cpus,
             "module_version": read(f"{TDX_HOST}/version"),
+            # what the emulated module knows about itself, and where each fact came from
+            "module_identity": mod.build.to_json() if mod is not None and mod.build is not None else None,
             "runtime_update": fw is not None,
         }
         if fw is not None:
@@ -247,6 +305,8 @@ def emulate(
             parts.append(f"{s['num_remaining_updates']} updates left")
         else:
             parts.append("no runtime update (interface hidden)")
+        if s["module_identity"] and not as_json:  # the JSON line carries it as a field
+            print(f"tdxseam: TDX module {s['module_identity']['summary']}", flush=True)
         say("ready", f"tdxseam: emulated TDX host ({', '.join(parts)}) mounted at {mountpoint}; "
                      f"update through {mountpoint}{CLASS_TDX_MODULE}/; SIGINT or SIGTERM unmounts", s)
 
@@ -269,6 +329,10 @@ def emulate(
     last = f", last upload {s['last_upload']}" if "last_upload" in s else ""
     ran = " (the update in flight ran to its end first)" if in_flight else ""
     lost = f", TD problems: {'; '.join(s['td_problems'])}" if "td_problems" in s else ""
+    mi = s.get("module_identity") or {}
+    if mi.get("gaps"):  # an update to a binary nobody identified: say what the model lacked
+        lost += (f"; the emulated module was not told its {' and '.join(mi['gaps'])}: give "
+                 "emulate --catalog DIR holding the release")
     say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {s['module_version']}"
                    f"{last}; {s['tds']} TDs{lost}",
         {"signal": _signame(signum), "update_in_flight": in_flight, **s})

@@ -13,9 +13,12 @@ import typer
 
 from tdxseam.cli import app, exits
 from tdxseam.cli.tool_plan import (  # noqa: F401  (shared with the other commands here)
+    _MODULE_VERSION_HELP,
     _OUTCOME_CODE,
     _dump,
+    _identity_exit,
     _load_files,
+    _module_version,
     _open_catalog,
     _print_plan,
     _tool_errors,
@@ -36,18 +39,24 @@ def verify(
     trust_key: list[str] = typer.Option([], "--trust-key", metavar="PEM",
                                         help="Also trust this RSA-3072 public key (test keys); repeatable."),
     allow_debug: bool = typer.Option(False, "--allow-debug", help="Do not count a debug-signed module as a failure."),
+    module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z", help=_MODULE_VERSION_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also say where each identity fact came from."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file."),
 ) -> None:
     """Verify module files offline, naming every failure.
 
     Checks format, checksum, signature, signing key, SEAMHASH, debug bit, CPUID table, SVN and
-    version. Exit 0 only if every file passes; 1 if any fails; 3 if a file cannot be read.
+    version. Exit 0 only if every file passes; 1 if any fails; 3 if a file cannot be read, or its
+    identity is contradictory or unknown (--module-version supplies a renamed file's).
     """
     with _tool_errors():
         from tdxseam.tool.verify import verify_module
 
-        opts = _verify_opts(trust_key, allow_debug)
-        results = [verify_module(mf, opts) for mf in _load_files(files)]
+        opts = _verify_opts(trust_key, allow_debug, module_version)
+        mfs = _load_files(files)
+        if module_version is not None and len(mfs) != 1:
+            raise exits.CliError("--module-version names the version of one FILE", exits.USAGE)
+        results = [verify_module(mf, opts) for mf in mfs]
     if as_json:
         _dump([r.to_json() for r in results])
     else:
@@ -60,10 +69,13 @@ def verify(
                 head += (f"  ({r.file.format}, {key}, SVN {s.major_svn}.{s.minor_svn}, "
                          f"{'debug' if s.is_debug else 'production'}, CPUs {cpus})")
             print(head)
+            if verbose and r.identity is not None:
+                print(f"      identity: {r.identity.describe()}")
             for p in r.problems:
                 print(f"      {p.code}: {p.message}")
             for n in r.notes:
                 print(f"      note: {n}")
+    _identity_exit(results)
     if not all(r.ok for r in results):
         raise typer.Exit(exits.FAILED)
 
@@ -75,6 +87,7 @@ def verify(
 def mrseam(
     files: list[str] = typer.Argument(..., metavar="FILE..."),
     trust_key: list[str] = typer.Option([], "--trust-key", metavar="PEM", help="Also trust this public key."),
+    module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z", help=_MODULE_VERSION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file."),
 ) -> None:
     """Attestation values after installing each file.
@@ -86,19 +99,26 @@ def mrseam(
         from tdxseam.tool.mrseam import measurement_json
         from tdxseam.tool.verify import verify_module
 
-        opts = _verify_opts(trust_key, True)
-        rows = [measurement_json(verify_module(mf, opts)) for mf in _load_files(files)]
+        opts = _verify_opts(trust_key, True, module_version)
+        mfs = _load_files(files)
+        if module_version is not None and len(mfs) != 1:
+            raise exits.CliError("--module-version names the version of one FILE", exits.USAGE)
+        results = [verify_module(mf, opts) for mf in mfs]
+        rows = [measurement_json(r) for r in results]
     if as_json:
         _dump(rows)
     else:
         for r in rows:
             print(f"{r['file']}  {r['version'] or '?'}" + ("" if r["ok"] else "  (FAILS VERIFICATION)"))
+            if r["identity"] is not None:
+                print(f"  identity      {r['identity']['summary']}")
             if r["mrseam"] is not None:
                 print(f"  MRSEAM        {r['mrseam']}")
                 print(f"  MRSIGNERSEAM  {r['mrsignerseam']}")
                 print(f"  TEE_TCB_SVN   {r['tee_tcb_svn']}  (SVN {r['seamsvn']}; bytes 2-15 set by the platform)")
             for p in r["problems"]:
                 print(f"  problem: {p['code']}: {p['message']}")
+    _identity_exit(results, unknown_ok=True)  # the measurement stands without the version
     bad = [r["file"] for r in rows if not r["ok"]]
     if bad:
         print(f"tdxseam: error: {len(bad)} file(s) fail verification: {', '.join(bad)}", file=sys.stderr)
@@ -184,6 +204,7 @@ def update(
     ignore_strict_compat: bool = typer.Option(False, "--ignore-strict-compat",
                                               help="Do not refuse on strict_compat_versions."),
     trust_key: list[str] = typer.Option([], "--trust-key", metavar="PEM", help="Also trust this public key."),
+    module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z", help=_MODULE_VERSION_HELP),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     timeout: float = typer.Option(30.0, "--timeout", metavar="SECONDS", help="How long to wait for status idle."),
     history_file: str = typer.Option(None, "--history", metavar="PATH",
@@ -209,7 +230,8 @@ def update(
         from tdxseam.tool.update import UpdateOptions, run_update
 
         cat = _open_catalog(catalog, target is None)
-        popts = PlanOptions(_verify_opts(trust_key, allow_debug), ignore_strict_compat)
+        popts = PlanOptions(_verify_opts(trust_key, allow_debug), ignore_strict_compat,
+                            _module_version(module_version))
         uopts = UpdateOptions(dry_run=dry_run, timeout=timeout, confirm=_confirm if interactive else None,
                               progress=None if as_json else _ProgressPrinter(),
                               history=history_path(history_file))

@@ -32,11 +32,40 @@ def _dump(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
 
 
-def _verify_opts(trust_key: list[str], allow_debug: bool):
+_MODULE_VERSION_HELP = ("Version of a module FILE that does not state it (a renamed 1.5 file: its binary "
+                        "carries no update number).")
+
+
+def _verify_opts(trust_key: list[str], allow_debug: bool, module_version: str | None = None):
+    from tdxseam.probe import ProbeUnavailable, firmware_probe
     from tdxseam.tool.verify import TrustedKeys, VerifyOptions
 
     keys = TrustedKeys.from_pem_files(trust_key)
-    return VerifyOptions(tuple(keys.hashes), allow_debug)
+    try:
+        probe = firmware_probe()  # the module's own answers, when the real-firmware engine is there
+    except ProbeUnavailable as e:
+        raise exits.CliError(str(e), exits.USAGE) from None
+    return VerifyOptions(tuple(keys.hashes), allow_debug, _module_version(module_version), probe=probe)
+
+
+def _module_version(text: str | None):
+    if text is None:
+        return None
+    from tdxseam.formats.errors import VersionError
+    from tdxseam.formats.version import ModuleVersion
+
+    try:
+        return ModuleVersion.parse(text)
+    except VersionError as e:
+        raise exits.CliError(f"--module-version: {e}", exits.USAGE) from None
+
+
+def _identity_exit(results, *, unknown_ok: bool = False) -> None:
+    """Facts about a module that disagree, or a version nothing states: one line, exit 3."""
+    for r in results:
+        bad = r.identity_problem
+        if bad is not None and not (unknown_ok and bad.code == "identity.unknown"):
+            raise exits.CliError(bad.message, exits.BAD_INPUT)
 
 
 def _load_files(files: list[str]):
@@ -75,6 +104,8 @@ def _print_plan(plan, verbose: bool) -> None:
         for r in reasons[1:]:
             print(f"  {'':8}  {'':10}  {r}")
         if verbose:
+            if c.verified is not None and c.verified.identity is not None:
+                print(f"  {'':8}  {'':10}  identity: {c.verified.identity.describe()}")
             for x in c.checks:
                 if x.ok is not False:
                     print(f"  {'':8}  {'':10}  {'ok' if x.ok else '? '} {x.name} [{x.rule}]: {x.reason}")

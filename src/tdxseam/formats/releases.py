@@ -1,7 +1,9 @@
-"""Intel releases known by their SEAMHASH (= MRSEAM = SHA-384 of the .bin).
+"""Intel's releases as published: test data and a cross-check, never a source of identity.
 
-1.5 sigstructs carry no version, so a tool that meets a 1.5 module identifies it here; unknown
-releases still work (everything else is derived from the files and the mapping file).
+What a module is comes from its files (`formats.identity`); this table only lets identity refuse
+an Intel-signed file that contradicts what Intel published (a file named 1.5.13 whose binary is
+another build). A release it does not list is fine, and no code path needs it: tests remove
+entries to show that every release is identified the same without them.
 Values: spec-formats §10.3 (tdx_feature0 from the fixture mapping copy, which Intel later
 changed for some releases: informational, not authoritative) and §11.1 (MRSEAM, build, SVN).
 """
@@ -55,3 +57,7 @@ RELEASES_BY_VERSION: dict[ModuleVersion, KnownRelease] = {r.version: r for r in 
 
 def known_release(seamhash: bytes) -> KnownRelease | None:
     return RELEASES_BY_SEAMHASH.get(bytes(seamhash))
+
+
+def known_version(version: ModuleVersion) -> KnownRelease | None:
+    return RELEASES_BY_VERSION.get(version)

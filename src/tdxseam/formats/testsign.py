@@ -16,6 +16,7 @@ from functools import cached_property, lru_cache
 from math import gcd
 from typing import Literal
 
+from tdxseam.formats import buildinfo as _buildinfo
 from tdxseam.formats import image as _image
 from tdxseam.formats.measure import seamhash
 from tdxseam.formats.page import PAGE_SIZE
@@ -210,6 +211,7 @@ def sign_sigstruct(sig: Sigstruct | bytes, key: SigningKey | None = None) -> Sig
 # -- synthetic modules ------------------------------------------------------------------------
 
 Style = Literal["1.5", "2.0"]
+Identity = Literal["header", "immediates", "rodata", "none"]
 _STYLE_LAYOUT = {  # (num_global_data_pages, num_handoff_pages) as Intel's releases, minus one
     "1.5": (21, 13),
     "2.0": (33, 24),
@@ -237,6 +239,7 @@ def make_module(
     build: int | None = None,
     date: int = 20250101,
     seed: bytes | str | int | None = None,
+    identity: Identity = "header",
 ) -> tuple[bytes, bytes]:
     """A synthetic module and its valid signed sigstruct: (sigstruct_bytes, module_bytes).
 
@@ -246,6 +249,11 @@ def make_module(
     - style "2.0" also declares version and build in reserved3 (needs a 2.0 P-SEAMLDR).
     - build: default 1000 + update. date: decimal yyyymmdd (stored BCD in the sigstruct).
     - seed: filler bytes; default derived from everything above, so distinct modules hash apart.
+    - identity: how the module states what it is. "header": the synthetic identity header (its
+      handoff constants are the module's own, so they can disagree with the sigstruct);
+      "immediates" / "rodata": like a vendor's build, only the build constants in one of the two
+      forms `formats.buildinfo` finds (no update number, no features: those come from the file
+      name, the mapping file or --module-version); "none": nothing at all.
     """
     if isinstance(version, str):
         version = ModuleVersion.parse(version)
@@ -268,10 +276,25 @@ def make_module(
         module_hv=module_hv, min_update_hv=min_update_hv, no_downgrade=no_downgrade,
         style=15 if style == "1.5" else 20, num_handoff_pages=handoff,
     ).to_bytes()
+    if identity not in ("header", "immediates", "rodata", "none"):
+        raise ValueError(f"identity must be header, immediates, rodata or none, not {identity!r}")
     if seed is None:
-        seed = b"module:" + header + repr((svn, cpuids, debug, pages)).encode()
+        seed = b"module:" + header + repr((svn, cpuids, debug, pages, identity)).encode()
     filler = _take(_stream(_seed_bytes(seed), b"tdxseam module filler"), pages * PAGE_SIZE - SYNTH_HEADER_SIZE)
-    module = header + filler
+    consts = (date, build, version.minor, version.major)
+    if identity == "header":
+        module = header + filler
+    elif identity == "immediates":
+        code = _buildinfo.immediates_code(*consts)
+        body = bytearray(b"\x7fELF" + filler[4:] + bytes(SYNTH_HEADER_SIZE))
+        body[0x100:0x100 + len(code)] = code
+        module = bytes(body)
+    elif identity == "rodata":
+        module = _elf_with_rodata(_buildinfo.rodata_record(*consts), filler + bytes(SYNTH_HEADER_SIZE),
+                                  pages * PAGE_SIZE)
+    else:
+        module = b"\x7fELF" + filler[4:] + bytes(SYNTH_HEADER_SIZE)
+    assert len(module) == pages * PAGE_SIZE
 
     module_size = pages * PAGE_SIZE
     gdt_idt = module_size - PAGE_SIZE if pages >= 2 else 0  # last page; 0 = no GDT/IDT patching
@@ -305,6 +328,31 @@ def make_module(
         cpuid_table=cpuids + (0,) * (MAX_CPUID_TABLE_SIZE - len(cpuids)),
     )
     return sign_sigstruct(sig, key).to_bytes(), module
+
+
+def _elf_with_rodata(record: bytes, filler: bytes, size: int) -> bytes:
+    """A minimal ELF64 file of `size` bytes: .text (filler) and .rodata holding `record`, as a
+    clang build keeps its build constants."""
+    import struct
+
+    names = b"\0.text\0.rodata\0.shstrtab\0"
+    text_off, text_size = 0x40, 0x200
+    ro_off = text_off + text_size
+    ro = filler[text_size:text_size + 0x40].replace(b"\0", b"\1")
+    ro = ro[:0x18] + record + ro[0x18 + len(record):]
+    str_off = ro_off + len(ro)
+    sh_off = (str_off + len(names) + 7) & ~7
+    shdrs = b"".join(struct.pack("<IIQQQQIIQQ", *h) for h in (
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        (1, 1, 6, text_off, text_off, text_size, 0, 0, 16, 0),  # .text: PROGBITS, AX
+        (7, 1, 2, ro_off, ro_off, len(ro), 0, 0, 8, 0),  # .rodata: PROGBITS, A
+        (15, 3, 0, 0, str_off, len(names), 0, 0, 1, 0),  # .shstrtab
+    ))
+    ehdr = struct.pack("<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, bytes(7), 3, 62, 1,
+                       text_off, 0, sh_off, 0, 64, 0, 0, 64, 4, 3)
+    body = ehdr + filler[:text_size] + ro + names
+    body += bytes(sh_off - len(body)) + shdrs
+    return body + filler[len(body):size] if len(body) < size else body[:size]
 
 
 def make_image(version: ModuleVersion | str = ModuleVersion(1, 5, 8), **kwargs) -> bytes:

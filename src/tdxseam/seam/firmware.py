@@ -33,6 +33,7 @@ from tdxseam.platform.memory import PAGE_SHIFT, PAGE_SIZE
 from tdxseam.seam.layout import num_addressable_lps
 
 if TYPE_CHECKING:
+    from tdxseam.formats.identity import ModuleIdentity
     from tdxseam.platform.machine import Machine
     from tdxseam.seam.module import TdxModule
     from tdxseam.seam.pseamldr import PSeamldr
@@ -149,6 +150,10 @@ class SeamFirmware:
         # Mutation knob for tests: names of firmware checks switched off (see PSeamldr.CHECKS and
         # TdxModule.CHECKS), to prove that each check is what a test relies on.
         self.disabled_checks: set[str] = set()
+        # What the binaries this platform may load are, by SEAMHASH: identities resolved from
+        # their files (name, mapping row, --module-version) by whoever assembled the platform.
+        # A real module knows its own update number; the model learns it here (seam/module.py).
+        self.known_modules: dict[bytes, ModuleIdentity] = {}
         machine.seam = self
 
     # ---- platform facts (P_SYS_INFO_TABLE, MCHECK part) ----------------------------------------

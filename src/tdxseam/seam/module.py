@@ -5,11 +5,10 @@ global data zeroed (SYSINIT_PENDING), and discarded when the P-SEAMLDR wipes the
 What it knows about itself:
 - `build` (`ModuleBuild`): what the binary is (version, build, TDX_FEATURES0) and its compile-time
   handoff constants (TDX_MODULE_HV, TDX_MIN_UPDATE_HV, TDX_NO_DOWNGRADE, TDX_MIN_HANDOFF_PAGES).
-  It comes from `formats.identity.module_identity` (a 2.0 sigstruct's version, Intel's known
-  releases by SEAMHASH, or a synthetic module's identity header). When nothing identifies the
-  binary, the module still loads (the P-SEAMLDR does not care) but `build` is None and TDH.SYS.INIT
-  fails with TDX_SYS_INCOMPATIBLE_SIGSTRUCT: a module whose compile-time constants are unknown
-  cannot be checked against its sigstruct, and the real check would fail for any mismatch.
+  It comes from `module_build`: a synthetic module's identity header (whose constants may
+  disagree with its sigstruct: TDH.SYS.INIT then fails with TDX_SYS_INCOMPATIBLE_SIGSTRUCT, as
+  the real check would), or, for a vendor's build, the sigstruct's constants and the identity
+  resolved from the files (`fw.known_modules`, `formats.identity`).
 - `layout` (`SeamLayout`): where INSTALL put its regions; SYS_INFO_TABLE is read from emulated
   memory at SEAMRR.base, the handoff header at the start of the data region.
 
@@ -23,12 +22,16 @@ inside, that lock is never contended here and its TDX_SYS_BUSY paths are not mod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.identity import module_identity
+from tdxseam.formats.buildinfo import find_build_constants
+from tdxseam.formats.errors import FormatError
+from tdxseam.formats.identity import ModuleIdentity, Source, resolve_identity
 from tdxseam.formats.metadata import (
+    TDX_FEATURES0_TD_PRESERVING,
     TDX_FEATURES0_UPDATE_COMPAT,
     TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE,
     MdField,
@@ -93,7 +96,19 @@ class ModuleBuild:
     min_update_hv: int  # TDX_MIN_UPDATE_HV
     no_downgrade: int  # TDX_NO_DOWNGRADE
     min_handoff_pages: int  # TDX_MIN_HANDOFF_PAGES
-    source: str  # "sigstruct", "known-release" or "synthetic"
+    source: str  # formats.identity.Source value of the version ("synthetic", "sigstruct", ...)
+    identity: str = ""  # where each fact came from, for people
+    gaps: tuple[str, ...] = ()  # facts of the binary the model was not given (reported as 0)
+    sources: tuple[tuple[str, str], ...] = ()  # (fact, formats.identity.Source value)
+
+    def to_json(self) -> dict:
+        return {"version": str(self.version), "build_num": self.build_num, "build_date": self.build_date,
+                "tdx_features0": f"0x{self.features0:X}", "sources": dict(self.sources),
+                "summary": self.identity, "gaps": list(self.gaps)}
+
+
+def _sources(ident: ModuleIdentity) -> tuple[tuple[str, str], ...]:
+    return tuple((f, s.value) for f, s in ident.sources)
 
 
 def _bcd_date(d: int) -> int:
@@ -101,26 +116,61 @@ def _bcd_date(d: int) -> int:
     return int(text) if text.isdigit() else d
 
 
-def module_build(sig: Sigstruct, module: bytes) -> ModuleBuild | None:
-    """Identify a loaded binary; None when neither its sigstruct nor its bytes say what it is.
+def module_build(sig: Sigstruct, module: bytes,
+                 known: Mapping[bytes, ModuleIdentity] | None = None) -> ModuleBuild:
+    """What a loaded binary is, as the real module would know it about itself.
 
-    Compile-time constants: a synthetic module declares them in its identity header (so a test
-    can make them disagree with the sigstruct); for Intel's releases and other real binaries they
-    are taken to be what the vendor signed into the sigstruct (all shipped releases: HV 0).
-    Unknown TDX_FEATURES0 (a 2.0 sigstruct of a release not in the table) reads as 0.
+    Compile-time handoff constants: a synthetic test module declares its own in its identity
+    header (so a test can make them disagree with the sigstruct, and TDH.SYS.INIT refuses it);
+    any other module is a vendor's build, signed with the very constants it was compiled with,
+    so they are the sigstruct's and the consistency check cannot fail on a genuine release.
+    Version facts: what the platform was told about this SEAMHASH (`fw.known_modules`, resolved
+    from the files), else what the sigstruct and the binary state (`formats.identity`). A fact
+    nobody stated (the update number of a renamed 1.5 binary; TDX_FEATURES0, computed by the
+    real module at run time) is a gap: reported as 0, except that TDX_FEATURES0 keeps
+    TD_PRESERVING, which every module the P-SEAMLDR can take as an update sets.
     """
-    ident = module_identity(sig, module)
-    if ident is None:
-        return None
     synth = SyntheticHeader.find(module)
     if synth is not None:
-        date = synth.build_date
-        consts = (synth.module_hv, synth.min_update_hv, synth.no_downgrade, synth.num_handoff_pages + 1)
+        try:
+            said = resolve_identity(sig, module)
+            source, text, sources = said.source.value, said.describe(), _sources(said)
+        except FormatError as exc:  # e.g. a 2.0 sigstruct re-signed to declare another version
+            source, text = Source.SYNTHETIC.value, f"identity from the synthetic module's header ({exc.detail})"
+            sources = ()
+        return ModuleBuild(synth.version, synth.build_num, synth.build_date, synth.tdx_features0,
+                           synth.module_hv, synth.min_update_hv, synth.no_downgrade,
+                           synth.num_handoff_pages + 1, source=source, identity=text, sources=sources)
+    consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
+    ident = (known or {}).get(bytes(sig.seamhash))
+    if ident is None:
+        try:
+            ident = resolve_identity(sig, module)
+        except FormatError:
+            ident = None
+    if ident is not None:
+        gaps = () if ident.tdx_features0 is not None else ("TDX_FEATURES0",)
+        features = ident.tdx_features0 if ident.tdx_features0 is not None else TDX_FEATURES0_TD_PRESERVING
+        date = ident.build_date if ident.build_date is not None else _bcd_date(sig.date)
+        return ModuleBuild(ident.version, ident.build_num or 0, date, features, *consts,
+                           source=ident.source.value, identity=ident.describe(), gaps=gaps,
+                           sources=_sources(ident))
+    # Nothing completes the version: keep what the binary states, report the rest as 0.
+    try:
+        bc = find_build_constants(module)
+    except FormatError:
+        bc = None
+    declared = sig.declared_version
+    if bc is not None:
+        major, minor, build, date = bc.major, bc.minor, bc.build_num, bc.build_date
+    elif declared is not None:
+        major, minor, build, date = declared.version.major, declared.version.minor, declared.build, _bcd_date(sig.date)
     else:
-        date = _bcd_date(sig.date)
-        consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
-    return ModuleBuild(ident.version, ident.build or 0, date, ident.tdx_features0 or 0, *consts,
-                       source=ident.source.value)
+        major, minor, build, date = 0, 0, 0, _bcd_date(sig.date)
+    gaps = ("update number", "TDX_FEATURES0") if bc or declared else ("version", "build", "TDX_FEATURES0")
+    return ModuleBuild(ModuleVersion(major, minor, 0), build, date, TDX_FEATURES0_TD_PRESERVING, *consts,
+                       source=Source.BINARY.value if bc else "none",
+                       identity="not identified: " + ", ".join(gaps) + " unknown to the model", gaps=gaps)
 
 
 class TdxModule:

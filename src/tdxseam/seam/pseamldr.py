@@ -443,7 +443,7 @@ class PSeamldr:
         mem.write(fw.seamrr_base + SYSINFO_REGIONS_OFFSET,
                   layout.sysinfo_regions(layout.data_stack_size // PAGE_SIZE - 1, sig.num_tls_pages))
         # The loaded code becomes a TDX module, reachable once SEAM_READY is set.
-        fw.module = TdxModule(fw, module_build(sig, image), layout)
+        fw.module = TdxModule(fw, module_build(sig, image, fw.known_modules), layout)
         return SUCCESS, rec
 
     def _install_epilogue(self, status: int, rec: int, report: InstallReport) -> int:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tdxseam.formats.errors import FormatError, MappingError, VersionError
+from tdxseam.formats.errors import FormatError, MappingError
+from tdxseam.formats.identity import ModuleIdentity, resolve_identity, version_from_name
 from tdxseam.formats.image import (
     PAGE_SIZE,
     TDX_BLOB_SIGNATURE,
@@ -38,7 +39,6 @@ from tdxseam.tool.errors import ToolError
 
 MAPPING_FILE = "mapping_file.json"
 MAX_FILE_SIZE = 16 << 20  # far above the 2 MiB image limit; anything bigger is not a module
-_NAME_RE = re.compile(r"tdx_module_(\d+\.\d+\.\d+)")
 _LINE_DIR_RE = re.compile(r"^\d+\.\d+$")
 
 
@@ -78,16 +78,6 @@ class ModuleFile:
         if self.sigstruct_path is not None:
             return f"{self.path} + {self.sigstruct_path.name}"
         return str(self.path)
-
-
-def version_from_name(name: str) -> ModuleVersion | None:
-    m = _NAME_RE.search(name)
-    if m is None:
-        return None
-    try:
-        return ModuleVersion.parse(m.group(1))
-    except VersionError:
-        return None
 
 
 def _read(path: Path) -> bytes:
@@ -311,3 +301,53 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
             releases.append(CatalogRelease(m.version, None, m, False, ["listed in the mapping file, no file"]))
     releases.sort(key=lambda r: r.version, reverse=True)
     return Catalog(root, mapping, releases, warnings)
+
+
+# -- identity --------------------------------------------------------------------------------------
+
+
+def identify(mf: ModuleFile, *, mapping: MappingFile | None = None, option: ModuleVersion | None = None,
+             probe=None) -> ModuleIdentity:
+    """What a module file is, from its bytes, its name, the mapping row and --module-version
+    (`formats.identity.resolve_identity`). IdentityError when they disagree or say too little;
+    ToolError when the file has no sigstruct to speak of."""
+    from tdxseam.formats.sigstruct import Sigstruct
+
+    if mf.sigstruct is None or len(mf.sigstruct) != SIGSTRUCT_SIZE:
+        raise ToolError(f"{mf.display}: no sigstruct could be located in the file")
+    return resolve_identity(Sigstruct.from_bytes(mf.sigstruct), mf.module, name=mf.path.name, option=option,
+                            mapping=mapping, probe=probe, what=mf.display)
+
+
+def catalog_root_of(path: Path) -> Path | None:
+    """The catalog a module file sits in (joined_files/<a.b>/f or separate_files/<a.b>/<x.y.zz>/f,
+    with a mapping file at the top), or None."""
+    path = Path(path).absolute()
+    up = path.parent.parent
+    if up.name == "joined_files":
+        root = up.parent
+    elif up.parent.name == "separate_files":
+        root = up.parent.parent
+    else:
+        return None
+    return root if (root / MAPPING_FILE).is_file() else None
+
+
+def mapping_beside(path: Path) -> MappingFile | None:
+    """The mapping file of the catalog a module file sits in, for its row's TDX_FEATURES0; None
+    elsewhere or if unusable."""
+    root = catalog_root_of(path)
+    if root is None:
+        return None
+    mpath = root / MAPPING_FILE
+    if not mpath.is_file() or mpath.stat().st_size > MAX_FILE_SIZE:
+        return None
+    try:
+        return load_mapping(mpath)
+    except (MappingError, OSError):
+        return None
+
+
+def catalog_identities(cat: Catalog, probe=None) -> list[ModuleIdentity]:
+    """The identity of every module file in a catalog (what an emulated platform is told)."""
+    return [identify(r.file, mapping=cat.mapping, probe=probe) for r in cat.releases if r.file is not None]

@@ -15,7 +15,7 @@ from tdxseam.tool.verify import VerifyResult
 
 
 def measurement_json(res: VerifyResult) -> dict[str, Any]:
-    """{file, version, mrseam, mrsignerseam, tee_tcb_svn, seamsvn, ok, problems} (hex, lowercase)."""
+    """{file, version, mrseam, mrsignerseam, tee_tcb_svn, seamsvn, ok, problems, identity} (hex, lowercase)."""
     out: dict[str, Any] = {
         "file": res.file.display,
         "version": str(res.version) if res.version else None,
@@ -23,8 +23,10 @@ def measurement_json(res: VerifyResult) -> dict[str, Any]:
         "mrsignerseam": None,
         "tee_tcb_svn": None,
         "seamsvn": None,
-        "ok": res.ok,
+        # MRSEAM does not depend on the version: a file whose version nothing states still has one
+        "ok": all(p.code == "identity.unknown" for p in res.problems),
         "problems": [p.to_json() for p in res.problems],
+        "identity": res.identity.to_json() if res.identity else None,  # where each fact came from
     }
     if res.sig is not None:
         m = expected_measurement(res.sig)

@@ -13,11 +13,11 @@ choice so the plan can say where and why the two differ.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tdxseam.formats.errors import FormatError
 from tdxseam.formats.releases import RELEASES_BY_VERSION
 from tdxseam.formats.sigstruct import CPUID_STEPPING_MASK
 from tdxseam.formats.version import ModuleVersion
@@ -48,6 +48,7 @@ class Check:
 class PlanOptions:
     verify: VerifyOptions = VerifyOptions()
     ignore_strict_compat: bool = False
+    module_version: ModuleVersion | None = None  # --module-version of a FILE target
 
     @property
     def allow_debug(self) -> bool:
@@ -86,6 +87,7 @@ class Candidate:
             "checks": [c.to_json() for c in self.checks],
             "mrseam": sig.seamhash.hex() if sig else None,
             "seamsvn": f"{sig.major_svn}.{sig.minor_svn}" if sig else None,
+            "identity": self.verified.identity.to_json() if self.verified and self.verified.identity else None,
         }
 
 
@@ -447,9 +449,19 @@ def _require_host(host: HostInfo) -> None:
             raise ToolError(f"cannot read /{attr.path}: permission denied (root only); run as root", Kind.HOST)
 
 
+def _verify_opts(opts: PlanOptions, catalog: Catalog | None, *, target: bool = False) -> VerifyOptions:
+    """The catalog's mapping file for every release; --module-version for the target file only."""
+    v = opts.verify
+    if catalog is not None:
+        v = replace(v, mapping=catalog.mapping)
+    if target and opts.module_version is not None:
+        v = replace(v, module_version=opts.module_version)
+    return v
+
+
 def make_candidate(rel: CatalogRelease | None, file: ModuleFile | None, host: HostInfo,
-                   catalog: Catalog | None, opts: PlanOptions, mapping=None) -> Candidate:
-    verified = verify_module(file, opts.verify) if file is not None else None
+                   catalog: Catalog | None, opts: PlanOptions, mapping=None, *, target: bool = False) -> Candidate:
+    verified = verify_module(file, _verify_opts(opts, catalog, target=target)) if file is not None else None
     if rel is not None:
         version = rel.version
         if verified is not None and verified.version is not None and verified.version != version:
@@ -465,6 +477,9 @@ def make_plan(host: HostInfo, catalog: Catalog | None, *, target: str | None = N
               opts: PlanOptions = PlanOptions(),
               load_file: Callable[[str], ModuleFile] | None = None) -> Plan:
     """Evaluate every release; `target` is a version in the catalog or a module file path."""
+    if opts.module_version is not None and (target is None or not os.path.exists(target)):
+        raise ToolError("--module-version goes with a module FILE (a catalog release is named by its file)",
+                        Kind.USAGE)
     _require_host(host)
     hchecks = host_checks(host)
     cands: list[Candidate] = []
@@ -476,6 +491,11 @@ def make_plan(host: HostInfo, catalog: Catalog | None, *, target: str | None = N
         tcand = _resolve_target(target, cands, host, catalog, opts, load_file)
         if tcand not in cands:
             cands = [c for c in cands if c.version != tcand.version] + [tcand]
+    # facts about a module that disagree, or a version nothing states: refused before anything
+    for c in cands:
+        bad = c.verified.identity_problem if c.verified is not None else None
+        if bad is not None:
+            raise ToolError(bad.message, Kind.BAD_INPUT)
     cands.sort(key=lambda c: (c.version is not None, c.version or (0, 0, 0)), reverse=True)
 
     acceptable = [c for c in cands if c.acceptable]
@@ -550,13 +570,12 @@ def _resolve_target(target: str, cands: list[Candidate], host: HostInfo, catalog
     if load_file is None:
         from tdxseam.tool.catalog import load_module_file as load_file
     mf = load_file(target)
-    try:
-        verified_version = verify_module(mf, opts.verify).version
-    except FormatError:
-        verified_version = None
-    rel = catalog.get(verified_version) if (catalog and verified_version) else None
+    verified = verify_module(mf, _verify_opts(opts, catalog, target=True))
+    if verified.identity_problem is not None:
+        raise ToolError(verified.identity_problem.message, Kind.BAD_INPUT)
+    rel = catalog.get(verified.version) if (catalog and verified.version) else None
     if rel is not None:
         # the same release as a catalog entry, but the file the operator named
         rel = CatalogRelease(rel.version, mf, rel.mapping, False, list(rel.notes))
-        return make_candidate(rel, mf, host, catalog, opts)
-    return make_candidate(None, mf, host, catalog, opts)
+        return make_candidate(rel, mf, host, catalog, opts, target=True)
+    return make_candidate(None, mf, host, catalog, opts, target=True)

@@ -3,24 +3,29 @@
 Order of the problems reported: container (v1/v2 header, checksum, reserved bytes), then the
 sigstruct checks in the P-SEAMLDR's order (spec-firmware §7.4, via `check_sigstruct`: structure,
 key pin, debug bit, SVN, GDT/IDT ranges, CPUID table, RSA signature), then SEAMHASH against the
-module, then what only a tool can see (ELF entry point vs rip_offset, declared or known version
-vs the file name, size limit of the v2 image).
+module, then what only a tool can see (ELF entry point vs rip_offset, size limit of the v2 image), then
+the module's identity (`formats.identity`: the firmware's own answers, the sigstruct, the build
+constants in the binary, the file name, --module-version, the mapping row): sources that disagree
+are the problem `identity.conflict`, a version nothing states is `identity.unknown`; the CLI
+makes either a one-line error with exit 3.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdxseam.formats.identity import ModuleIdentity, module_identity
+from tdxseam.formats.identity import IdentityError, ModuleIdentity, resolve_identity
+from tdxseam.formats.mapping import MappingFile
 from tdxseam.formats.page import nr_pages, pad_to_pages
 from tdxseam.formats.seamldr_params import SEAMLDR_MAX_NR_MODULE_PAGES
 from tdxseam.formats.measure import check_seamhash
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct, check_sigstruct
 from tdxseam.formats.version import ModuleVersion
-from tdxseam.tool.catalog import Issue, ModuleFile
+from tdxseam.tool.catalog import Issue, ModuleFile, mapping_beside
 
 _NO_MODULE_SIZE = 1 << 40  # range checks cannot fail without a module; it is reported instead
 
@@ -29,6 +34,9 @@ _NO_MODULE_SIZE = 1 << 40  # range checks cannot fail without a module; it is re
 class VerifyOptions:
     trusted_key_hashes: tuple[bytes, ...] = (INTEL_KEY_HASH,)
     allow_debug: bool = False
+    module_version: ModuleVersion | None = None  # --module-version, for a file that states nothing
+    mapping: MappingFile | None = None  # the catalog's mapping file (else one beside the file)
+    probe: Callable[[bytes, bytes], Any] | None = field(default=None, compare=False)  # real firmware
 
 
 @dataclass
@@ -39,8 +47,13 @@ class VerifyResult:
     sig: Sigstruct | None
     identity: ModuleIdentity | None
     version: ModuleVersion | None
-    version_source: str | None  # "sigstruct", "known-release", "synthetic", "file-name"
+    version_source: str | None  # formats.identity.Source value: "firmware", "sigstruct", "binary", ...
     signing_key: str | None  # "intel", "trusted", "untrusted"
+
+    @property
+    def identity_problem(self) -> Issue | None:
+        """Facts that disagree, or a version nothing states: the CLI's exit 3."""
+        return next((p for p in self.problems if p.code.startswith("identity.")), None)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +72,7 @@ class VerifyResult:
             "problems": [p.to_json() for p in self.problems],
             "format": self.file.format,
             "version_source": self.version_source,
+            "identity": self.identity.to_json() if self.identity else None,
             "signing_key": self.signing_key,
             "debug": s.is_debug if s else None,
             "seamsvn": f"{s.major_svn}.{s.minor_svn}" if s else None,
@@ -120,27 +134,17 @@ def verify_module(mf: ModuleFile, opts: VerifyOptions = VerifyOptions()) -> Veri
                 notes.append(f"module is {len(module)} bytes, not a whole number of pages; zero-padded")
         elif not any(p.code == "pair.missing_module" for p in problems):
             problems.append(Issue("module.missing", "no module pages could be located in the file"))
-        identity = module_identity(sig, module)
+        mapping = opts.mapping if opts.mapping is not None else mapping_beside(mf.path)
+        try:
+            identity = resolve_identity(sig, module, name=mf.path.name, option=opts.module_version,
+                                        mapping=mapping, probe=opts.probe, what=mf.display)
+            notes.extend(identity.notes)
+        except IdentityError as exc:
+            problems.append(Issue(f"identity.{exc.code}", str(exc)))
 
-    version, source = _version(mf, identity, problems, notes)
+    version = identity.version if identity is not None else None
+    source = identity.source.value if identity is not None else None
     return VerifyResult(mf, problems, notes, sig, identity, version, source, key)
-
-
-def _version(mf: ModuleFile, identity: ModuleIdentity | None, problems: list[Issue],
-             notes: list[str]) -> tuple[ModuleVersion | None, str | None]:
-    named = mf.name_version
-    if identity is not None:
-        if named is not None and named != identity.version:
-            problems.append(Issue(
-                "version_mismatch",
-                f"file name says {named}, the {identity.source.value.replace('-', ' ')} says {identity.version}"))
-        return identity.version, identity.source.value
-    if named is not None:
-        notes.append(f"version {named} from the file name only (a 1.5 sigstruct carries none and "
-                     "this module is not a known Intel release)")
-        return named, "file-name"
-    notes.append("version unknown: not in the sigstruct, not a known release, not in the file name")
-    return None, None
 
 
 def verify_files(files: Iterable[ModuleFile], opts: VerifyOptions = VerifyOptions()) -> list[VerifyResult]:

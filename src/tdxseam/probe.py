@@ -1,0 +1,71 @@
+"""The most authoritative identity source: the module's own TDH.SYS.RD answers.
+
+When the real-firmware engine (`tdxseam.seam.real`, needs unicorn and capstone) is installed, it
+can run a module binary and ask it what it is. `formats.identity` cannot import it (formats
+imports nothing of ours) and the operator tool imports none of the emulator, so this module, at
+the top like `host.py`, hands them the engine as a plain callable: `firmware_probe()` gives
+`probe(sigstruct, module) -> facts` (the engine's result: version, major, minor, update,
+build_num, build_date, tdx_features0, ok, error), or None when the engine is not there.
+
+`$TDXSEAM_PROBE` chooses: `auto` (default: use it when importable), `off` (never), `on` (it must
+be there: `ProbeUnavailable` otherwise, naming what to install).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PROBE_ENV = "TDXSEAM_PROBE"
+Probe = Callable[[bytes, bytes], Any]
+
+
+class ProbeUnavailable(RuntimeError):
+    """$TDXSEAM_PROBE=on but the real-firmware engine cannot be imported."""
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """The engine was there but could not run this binary: not a source, a note."""
+
+    error: str
+    ok: bool = False
+
+
+def firmware_probe(mode: str | None = None, *, lps: int = 4) -> Probe | None:
+    mode = (mode or os.environ.get(PROBE_ENV) or "auto").strip().lower()
+    if mode in ("off", "0", "no"):
+        return None
+    try:
+        from tdxseam.seam.real.probe import probe_module  # type: ignore[import-not-found]
+    except ImportError as exc:
+        if mode in ("on", "1", "yes"):
+            raise ProbeUnavailable(f"{PROBE_ENV}=on but the real-firmware engine is not available ({exc}); "
+                                   "install the unicorn and capstone packages") from None
+        return None
+    return make_probe(probe_module, lps=lps)
+
+
+def make_probe(probe_module: Callable[..., Any], *, lps: int = 4) -> Probe:
+    """A cached `probe(sigstruct, module)` around an engine's `probe_module(module, sigstruct, lps)`.
+
+    An engine that raises becomes a `ProbeFailure` (noted, never a source): identity then falls
+    back to what the files say.
+    """
+    cache: dict[bytes, Any] = {}
+
+    def probe(sigstruct: bytes, module: bytes) -> Any:
+        key = hashlib.sha384(bytes(sigstruct) + bytes(module)).digest()
+        if key not in cache:
+            try:
+                cache[key] = probe_module(bytes(module), bytes(sigstruct), lps=lps)
+            except ImportError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any engine failure is a note, not a crash
+                cache[key] = ProbeFailure(f"{type(exc).__name__}: {exc}")
+        return cache[key]
+
+    return probe
