@@ -153,7 +153,7 @@ def _remaining(host: EmulatedHost) -> int | None:
 def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None = None,
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
              synthetic: bool = False,
-             progress: Callable[[Progress], None] | None = None) -> DemoResult:
+             progress: Callable[[Progress], None] | None = None, kernel: str = "merged") -> DemoResult:
     cat = None if synthetic else find_intel_catalog(catalog)
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
     src = choose_module(from_ or default[0], cat)
@@ -161,7 +161,8 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
     cpuid = platform_cpuid(src.sigstruct, dst.sigstruct)
     line = (2, 0) if src.sigstruct.declared_version is not None else (1, 5)
     host = EmulatedHost(cpus, seed=seed, module=src.image, trace=False, cpuid_1_eax=cpuid,
-                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)))
+                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
+                        kernel=kernel)
     k = host.kernel
     dev = tdx_host_init(k)
     before = host.run_on(0, dev.version_show)

@@ -61,10 +61,11 @@ class EmulatedHost:
     def __init__(self, cpus: int = 8, *, seed: int = 0, module: Any = None,
                  seamldr: SeamldrBuild | None = None, mutations: frozenset[str] = frozenset(),
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
-                 cpuid_1_eax: int | None = None, trust_test_key: bool = True) -> None:
+                 cpuid_1_eax: int | None = None, trust_test_key: bool = True,
+                 kernel: str | Any = None, sockets: int = 1) -> None:
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
-                               seamret_invd_vmcs_erratum=erratum, **kw)
+                               seamret_invd_vmcs_erratum=erratum, sockets=sockets, **kw)
         self.fw = SeamFirmware(self.machine)
         if seamldr is None and cpus > MAX_NUM_OF_LPS:
             # The 1.5 P-SEAMLDR's LP bitmaps hold 1024 LPs; a bigger emulated platform gets a
@@ -73,7 +74,7 @@ class EmulatedHost:
         # A "test" host (the default) trusts the deterministic test key besides Intel's.
         trusted = (INTEL_KEY_HASH, signing_key().key_hash) if trust_test_key else (INTEL_KEY_HASH,)
         self.pseamldr = PSeamldr(self.fw, seamldr, trusted_key_hashes=trusted)
-        self.kernel = Kernel(self.machine, mutations=mutations)
+        self.kernel = Kernel(self.machine, mutations=mutations, profile=kernel)
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
         self._boot()
 
@@ -118,8 +119,24 @@ class EmulatedHost:
             if ret:
                 raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}")
 
+        from tdxseam.platform.sched import WaitQueue
+
+        wq = WaitQueue(self.sched, "boot")
+
+        def on(cpu: int, fn: Callable[[], int]) -> int:
+            """Run fn on `cpu` (KEY.CONFIG on each package) and wait for its result."""
+            box: list[int] = []
+
+            def body() -> None:
+                box.append(fn())
+                wq.notify_all()
+
+            self.sched.spawn(self.machine.cpus[cpu], body)
+            self.kernel.this_cpu().sleep_until(wq, lambda: bool(box), "boot: KEY.CONFIG")
+            return box[0]
+
         def configure() -> int:
-            return tdx_module_config(self.kernel) or tdx_read_sysinfo(self.kernel)
+            return tdx_module_config(self.kernel, on) or tdx_read_sysinfo(self.kernel)
 
         ret = self.run_on(0, configure)
         if ret:

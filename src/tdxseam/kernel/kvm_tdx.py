@@ -73,6 +73,8 @@ class KvmTdx:
     build_lock: TdBuildLock = field(default_factory=TdBuildLock)
     tds: list[KvmTd] = field(default_factory=list)
     next_hkid: int = 1
+    # TDX private KeyIDs allocated to TDs (tdx_guest_keyid_pool): a failed build frees its own
+    keyids: set[int] = field(default_factory=set)
 
 
 def kvm_tdx(k: Kernel) -> KvmTdx:
@@ -92,9 +94,15 @@ def tdx_td_create(k: Kernel, *, nr_vcpus: int = 1, nr_pages: int = 2, seed: int 
     st = kvm_tdx(k)
     if not st.build_lock.build_begin():
         return -errno.EBUSY, None
+    hkid = st.next_hkid
+    ok = False
     try:
-        return _build(k, st, nr_vcpus, nr_pages, seed, measure)
+        ret, td = _build(k, st, nr_vcpus, nr_pages, seed, measure)
+        ok = ret == 0
+        return ret, td
     finally:
+        if not ok:
+            st.keyids.discard(hkid)
         st.build_lock.build_end()
 
 
@@ -115,6 +123,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
     if st.next_hkid > k.machine.num_private_hkids:
         return -errno.ENOSPC, None
     td = KvmTd(tdr_pa=mem.alloc_page(), hkid=st.next_hkid)
+    st.keyids.add(td.hkid)
     st.next_hkid += 1
     ret = _call(k, TdxLeaf.TDH_MNG_CREATE, rcx=td.tdr_pa, rdx=td.hkid)
     if ret:
