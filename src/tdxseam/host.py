@@ -63,6 +63,11 @@ class EmulatedHost:
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
                  cpuid_1_eax: int | None = None, trust_test_key: bool = True,
                  kernel: str | Any = None, sockets: int = 1) -> None:
+        # what a platform reset rebuilds from (reboot())
+        self._platform = dict(cpus=cpus, seed=seed, module=module, seamldr=seamldr, mutations=mutations,
+                              trace=trace, erratum=erratum, max_steps=max_steps, cpuid_1_eax=cpuid_1_eax,
+                              trust_test_key=trust_test_key, kernel=kernel, sockets=sockets)
+        self.tdx_error = 0  # after kexec: the new kernel's TDX init error (0: TDX usable)
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, sockets=sockets, **kw)
@@ -117,7 +122,9 @@ class EmulatedHost:
 
         for cpu, ret in enumerate(self.run_each(cpu_up)):
             if ret:
-                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}")
+                err = BootError(f"TDX init failed on cpu{cpu}: errno {ret}")
+                err.errno = ret
+                raise err
 
         from tdxseam.platform.sched import WaitQueue
 
@@ -140,8 +147,39 @@ class EmulatedHost:
 
         ret = self.run_on(0, configure)
         if ret:
-            raise BootError(f"TDX module configuration failed: errno {ret}")
+            err = BootError(f"TDX module configuration failed: errno {ret}")
+            err.errno = ret
+            raise err
         self.fw.stats.__init__()  # boot traffic is not part of what callers measure
+
+    # ---- crash, reboot, kexec --------------------------------------------------------------------
+
+    def crash(self) -> None:
+        """The kernel dies where it stands: every task is abandoned mid-flight."""
+        self.sched._kill_all()
+        self.machine.emit("crash", "kernel panic")
+
+    def reboot(self) -> EmulatedHost:
+        """A platform reset: SEAMRR is cleared, so nothing of SEAM survives (not the module a
+        runtime update installed, not the SEAMDB: `num_remaining_updates` is back to its boot
+        value); the BIOS loads its boot module again and a fresh kernel boots. Returns the new host."""
+        self.crash()
+        return EmulatedHost(**self._platform)
+
+    def kexec(self) -> int:
+        """Boot a new kernel without a platform reset: SEAM keeps its state (the running module,
+        initialised or lost, the SEAMDB and its remaining updates); the new kernel finds a module
+        it did not initialise. Returns the new kernel's TDX init errno (0: TDX usable)."""
+        self.crash()
+        p = self._platform
+        self.kernel = Kernel(self.machine, mutations=p["mutations"], profile=p["kernel"])
+        try:
+            self._boot()
+            self.tdx_error = 0
+        except BootError as e:
+            self.tdx_error = getattr(e, "errno", -1) or -1
+        self.machine.emit("kexec", f"TDX init {self.tdx_error}")
+        return self.tdx_error
 
     # ---- running host code ----------------------------------------------------------------------
 
