@@ -123,3 +123,12 @@ def test_exhaustive_finds_the_no_lock_overlap_and_its_schedule_replays():
 def test_exhaustive_three_cpus_is_cut_off_at_the_cap():
     ex = explore(tiny(cpus=3, reader=False), preemptions=1, max_schedules=25)
     assert ex.schedules == 25 and not ex.exhausted and not ex.failing
+
+
+def test_pct_horizon_is_measured_so_change_points_fall_inside_the_run():
+    """With a fixed horizon of 1500 decisions most runs (a few hundred) never reached a change
+    point; the measured horizon puts them inside nearly every run."""
+    depth_changes = [run_seed(s, cpus=4, schedule="pct").stats for s in range(12)]
+    assert all(st["pct_horizon"] < 1500 for st in depth_changes)
+    hit = sum(st["pct_changes"] == 2 for st in depth_changes)
+    assert hit >= 9, depth_changes

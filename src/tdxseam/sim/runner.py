@@ -205,9 +205,11 @@ class SimRun:
         self.sched.max_steps = self.sched.steps + self.budget  # the scenario's own steps, not boot's
         if isinstance(schedule, str):
             if schedule == "pct":
-                from tdxseam.sim.schedules import PctPolicy
+                from tdxseam.sim.schedules import PctPolicy, measured_horizon
 
-                self.sched.pick = PctPolicy(sc.seed)
+                horizon = measured_horizon(sc, self.mutations)
+                self.stats["pct_horizon"] = horizon
+                self.pct = self.sched.pick = PctPolicy(sc.seed, horizon=horizon)
             elif schedule != "random":
                 raise ValueError(f"unknown schedule {schedule!r} (random or pct)")
         else:
@@ -507,6 +509,8 @@ class SimRun:
         if ended and not sched.deadlock:
             self._final_checks()
         self.stats["faults_fired"] = len(mon.faults_fired)
+        if getattr(self, "pct", None) is not None:
+            self.stats["pct_changes"] = self.pct.lowered
         tr = sched.trace
         digest = None
         if tr.enabled:

@@ -68,6 +68,29 @@ class PctPolicy:
         return best
 
 
+class _Counting:
+    """The seeded random draw, counting its decisions (a probe run for PCT's horizon)."""
+
+    name = "random"
+
+    def __init__(self) -> None:
+        self.decisions = 0
+
+    def __call__(self, sched: Any, n: int) -> int:
+        self.decisions += 1
+        return sched.rng.randrange(n)
+
+
+def measured_horizon(scenario: Scenario, mutations: tuple[str, ...] | frozenset[str] = ()) -> int:
+    """PCT's horizon k for a scenario: the decisions its run makes under the random draw (a probe
+    run), so the d-1 change points fall inside the run rather than past its end."""
+    from tdxseam.sim.runner import SimRun
+
+    probe = _Counting()
+    SimRun(scenario, mutations=mutations, schedule=probe).run()
+    return max(2, probe.decisions)
+
+
 @dataclass
 class _Node:
     n: int  # candidates at this choice point
