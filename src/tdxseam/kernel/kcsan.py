@@ -54,8 +54,8 @@ class Kcsan:
     preempt: bool = False
     reports: list[RaceReport] = field(default_factory=list)
     accesses: int = 0
-    # per field: the last access of each (cpu, write) kind, enough to find a conflicting pair
-    _last: dict[str, dict[tuple[int, bool], Access]] = field(default_factory=dict)
+    # per field, for writes and for reads: the two latest accesses from distinct CPUs
+    _last: dict[str, dict[bool, list[Access]]] = field(default_factory=dict)
     _reported: set[str] = field(default_factory=set)
 
     def enable(self, *, preempt: bool = False) -> None:
@@ -73,20 +73,33 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     kc = k.kcsan
     if not kc.enabled:
         return
-    cpu = k.this_cpu()
+    cpu = k.machine.sched.current.cpu
     if kc.preempt:
         cpu.preempt_point()
     kc.accesses += 1
-    key = f"{obj}.{name}"
-    locks = frozenset(lock.name for lock in k.lockdep.held_by(cpu))
-    acc = Access(cpu.id, write, marked, locks, call_site(2))
-    last = kc._last.setdefault(key, {})
+    key = obj + "." + name
+    held = k.lockdep.held.get(cpu.id)
+    locks = frozenset(lock.name for lock in held) if held else _NO_LOCKS
+    last = kc._last.get(key)
+    if last is None:
+        last = kc._last[key] = {True: [], False: []}
+    cid = cpu.id
     if key not in kc._reported:
-        for (c, w), prev in last.items():
-            if c == cpu.id or not (w or write) or (prev.marked and marked) or prev.locks & locks:
+        # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
+        # many CPUs there are (KCSAN, too, only sees accesses that meet in time)
+        for prev in (last[True] + last[False]) if write else last[True]:
+            if prev.cpu == cid or (prev.marked and marked) or prev.locks & locks:
                 continue
+            acc = Access(cid, write, marked, locks, call_site(2))
             kc._reported.add(key)
             kc.reports.append(RaceReport(key, prev, acc))
             k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
             break
-    last[(cpu.id, write)] = acc
+    recent = last[write]
+    if recent and recent[0].cpu == cid and recent[0].marked == marked and recent[0].locks == locks:
+        return  # the same kind of access from here again: the record (and its site) stands
+    acc = Access(cid, write, marked, locks, call_site(2))
+    last[write] = [acc] + [a for a in recent if a.cpu != cid][:1]
+
+
+_NO_LOCKS: frozenset[str] = frozenset()

@@ -268,10 +268,12 @@ class Scheduler:
         """Pick the next task: any runnable one, or a spinner on a free lock (which then wins it)."""
         while True:
             contended = self._contended
+            n = len(self._runnable)
             if contended:
                 # drop words that were taken again or lost their spinners
                 contended[:] = [w for w in contended if w.owner is None and w.waiters]
-            n = len(self._runnable) + sum(len(w.waiters) for w in contended)
+                for w in contended:
+                    n += len(w.waiters)
             if n == 0:
                 if self.on_idle is not None and self.on_idle(self):
                     continue
