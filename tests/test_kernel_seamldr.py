@@ -231,3 +231,26 @@ def test_get_info_buffer_is_on_this_cpus_stack():
     host.run_on(1, seamldr_get_info, host.kernel)
     assert pas == [(1, host.kernel.percpu[1].stack_pa)]
     assert pas[0][1] % 256 == 0
+
+
+@pytest.mark.parametrize("kernel", ["v4", "merged"])
+def test_nmi_on_the_holder_is_taken_inside_the_locked_section(kernel):
+    """An NMI ignores the interrupt flag: it lands while cpu0 holds seamldr_lock (v4: with
+    interrupts off), runs (taking no lock), and the P-SEAMLDR call completes."""
+    host = EmulatedHost(2, seed=4, kernel=kernel)
+    m, k = host.machine, host.kernel
+    seen: list = []
+
+    def nmi():
+        seen.append(("nmi", k.seamldr_lock.holder is m.cpus[0], m.cpus[0].irq_enabled))
+
+    def hook(cpu, regs):
+        if cpu.id == 0 and not seen:
+            m.irq.raise_nmi(cpu, nmi)
+        return None
+
+    host.fw.fault_hook = hook
+    t = host.sched.spawn(m.cpus[0], lambda: seen.append(("task", seamldr_get_info(k)[0])))
+    assert host.run() is None and t.done
+    assert seen == [("nmi", True, kernel == "merged"), ("task", 0)]
+    assert k.lockdep.reports == []

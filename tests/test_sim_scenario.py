@@ -40,7 +40,8 @@ def test_generated_mix_covers_every_ingredient():
     assert any(sc.hotplug for sc in scs) and any(sc.faults for sc in scs)
     assert any(sc.seamdb_capacity == 1 for sc in scs) and any(len(sc.updates) == 3 for sc in scs)
     assert any(t.race for sc in scs for t in sc.tds)
-    assert not any(q.handler != "nop" for sc in scs for q in sc.irqs)  # merged: no interrupt-context callers
+    assert not any(q.handler == "seamldr_info" for sc in scs for q in sc.irqs)  # merged: no interrupt-context callers
+    assert any(q.handler == "nmi" for sc in scs for q in sc.irqs)
     assert any(q.handler == "seamldr_info" for s in range(100) for q in generate(s, kernel="v4").irqs)
     assert any(sc.sockets == 2 for sc in scs) and any(h.victim2 for sc in scs for h in sc.hotplug)
     assert any(u.relocation for sc in scs for u in sc.updates) and any(u.alloc_fail for sc in scs for u in sc.updates)

@@ -28,6 +28,10 @@ def run_coverage(result: Any) -> Counter:
     c: Counter = Counter(u["coverage"] for u in result.updates)
     if result.stats.get("hotplug_refused"):
         c["event: hotplug refused (last CPU of a package)"] += 1
+    if result.stats.get("irq_in_seamldr_lock"):
+        c["event: interrupt on a CPU holding seamldr_lock"] += 1
+    if result.stats.get("nmi_in_seamldr_lock"):
+        c["event: NMI on a CPU holding seamldr_lock"] += 1
     if result.cpus and result.scenario is not None and result.scenario.sockets > 1:
         c["event: multi-package host"] += 1
     return c

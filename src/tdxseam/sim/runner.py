@@ -414,11 +414,25 @@ class SimRun:
             self.m.emit("sim", f"irq{i}: cpu{q.target} offline, not raised")
             return
         self.stats["irqs"] += 1
+        if q.handler == "nmi":
+            self.m.irq.raise_nmi(target, self._nmi, i, name=f"sim-nmi{i}")
+            return
         handler = self._irq_info if q.handler == "seamldr_info" else self._irq_nop
         self.m.irq.raise_irq(target, handler, i, name=f"sim-irq{i}")
 
+    def _in_seamldr_lock(self, what: str) -> None:
+        """Count interrupts and NMIs that arrive on a CPU holding seamldr_lock (coverage)."""
+        if self.k.seamldr_lock.holder is self._cpu():
+            self.stats[what] = self.stats.get(what, 0) + 1
+
     def _irq_nop(self, i: int) -> None:
+        self._in_seamldr_lock("irq_in_seamldr_lock")
         self.m.emit("sim", f"irq{i} handled")
+
+    def _nmi(self, i: int) -> None:
+        """An NMI handler (perf, watchdog): it takes no lock, whatever the CPU it lands on holds."""
+        self._in_seamldr_lock("nmi_in_seamldr_lock")
+        self.m.emit("sim", f"nmi{i} handled")
 
     def _irq_info(self, i: int) -> None:
         from tdxseam.kernel.seamldr import seamldr_get_info

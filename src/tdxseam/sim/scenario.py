@@ -32,7 +32,7 @@ from tdxseam.formats.version import ModuleVersion
 
 READ_ATTRS = ("seamldr_version", "num_remaining_updates", "version")
 IMAGE_KINDS = ("good", "bad-header", "bad-sig", "bad-hash")
-IRQ_HANDLERS = ("nop", "seamldr_info")
+IRQ_HANDLERS = ("nop", "seamldr_info", "nmi")  # nmi: an NMI (taken even with interrupts off)
 HOST_SIZES = (2, 2, 3, 4, 4, 5, 6, 8)
 MAX_DELAY = 60
 
@@ -226,7 +226,7 @@ class Scenario:
             cpu_ok(i.target, "irq target")
             if i.handler not in IRQ_HANDLERS:
                 raise ScenarioError(f"irq: unknown handler {i.handler!r}")
-            if i.handler != "nop" and self.kernel != "v4":
+            if i.handler == "seamldr_info" and self.kernel != "v4":
                 raise ScenarioError(f"irq: handler {i.handler!r} calls the P-SEAMLDR from interrupt "
                                     f"context, which only the v4 kernel (irqsave lock) allows")
         for h in self.hotplug:
@@ -445,7 +445,7 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> S
                for _ in range(rng.choice((0, 1, 1, 2, 3)) if on["readers"] else 0)]
     # interrupt handlers that call the P-SEAMLDR exist only with v4's irqsave lock
     irqs = [IrqSpec(cpu=rng.choice(usable), target=rng.choice(usable),
-                    handler=rng.choice(IRQ_HANDLERS) if kernel == "v4" else "nop", delay=delay())
+                    handler=rng.choice(IRQ_HANDLERS if kernel == "v4" else ("nop", "nmi")), delay=delay())
             for _ in range(rng.choice((0, 0, 1, 2, 3, 4)) if on["irqs"] else 0)]
     hotplug = []
     if victim is not None:
