@@ -90,11 +90,11 @@ def test_bad_scenario_file_exits_3(capsys, tmp_path):
 
 
 def test_kernel_profile_is_carried_into_the_run_and_its_replay_command(capsys):
-    code, out, _ = _run(capsys, "sim", "run", "--seed", "0", "--cpus", "4", "--kernel", "v4",
+    code, out, _ = _run(capsys, "sim", "run", "--seed", "6", "--cpus", "4", "--kernel", "v4",
                         "--mutate", "no-irqsave", "--json")
     r = json.loads(out)
-    assert code == 1 and r["replay"] == "tdxseam sim replay 0 --cpus 4 --kernel v4 --mutate no-irqsave"
-    code, out, _ = _run(capsys, "sim", "replay", "0", "--cpus", "4", "--kernel", "v4", "--mutate", "no-irqsave")
+    assert code == 1 and r["replay"] == "tdxseam sim replay 6 --cpus 4 --kernel v4 --mutate no-irqsave"
+    code, out, _ = _run(capsys, "sim", "replay", "6", "--cpus", "4", "--kernel", "v4", "--mutate", "no-irqsave")
     assert code == 1 and "kernel v4" in out
 
 

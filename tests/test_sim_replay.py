@@ -32,7 +32,7 @@ def test_replay_trace_is_byte_identical_across_processes():
 
 
 def test_failing_replay_is_byte_identical_and_exits_1():
-    args = ("sim", "replay", "0", "--cpus", "4", "--mutate", "no-irqsave", "--kernel", "v4", "--trace")
+    args = ("sim", "replay", "6", "--cpus", "4", "--mutate", "no-irqsave", "--kernel", "v4", "--trace")
     a = _cli(*args, hashseed="3")
     b = _cli(*args, hashseed="4")
     assert a.returncode == b.returncode == 1

@@ -307,7 +307,8 @@ class Monitor:
         if state is not None:
             rec.faults.append(hit)
         cur = self.current
-        if cur is not None and task is cur.writer and regs.rax == SeamldrLeaf.P_SEAMLDR_INFO:
+        if (cur is not None and task is cur.writer and regs.rax == SeamldrLeaf.P_SEAMLDR_INFO
+                and not cpu.irq_depth and not cpu.in_nmi):  # the writer's own call, not a handler's
             cur.info_faulted = True
         return out
 
@@ -396,6 +397,8 @@ class Monitor:
             self._lockstep_end(rec)
 
     def on_step(self, sched: Scheduler) -> None:
+        if self.current is None and (self.lockstep is None or self.lockstep.returned):
+            return  # no update's write() in flight: nothing to watch at this step
         self._poll_ctrl()
         rec = self.lockstep
         if rec is None or rec.returned or rec.ctrl is None:
