@@ -55,7 +55,8 @@ class Kcsan:
     reports: list[RaceReport] = field(default_factory=list)
     accesses: int = 0
     # per field, for writes and for reads: the two latest accesses from distinct CPUs
-    _last: dict[str, dict[bool, list[Access]]] = field(default_factory=dict)
+    # ("v" counts changes; "seen" is the last access checked, to skip a spin's repeats)
+    _last: dict[str, dict] = field(default_factory=dict)
     _reported: set[str] = field(default_factory=set)
 
     def enable(self, *, preempt: bool = False) -> None:
@@ -74,7 +75,7 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     if not kc.enabled:
         return
     cpu = k.machine.sched.current.cpu
-    if kc.preempt:
+    if kc.preempt and not marked:  # only a plain access can be half of a race
         cpu.preempt_point()
     kc.accesses += 1
     key = obj + "." + name
@@ -82,8 +83,12 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     locks = frozenset(lock.name for lock in held) if held else _NO_LOCKS
     last = kc._last.get(key)
     if last is None:
-        last = kc._last[key] = {True: [], False: []}
+        last = kc._last[key] = {True: [], False: [], "v": 0, "seen": None}
     cid = cpu.id
+    me = (cid, write, marked, locks, last["v"])
+    if last["seen"] == me:
+        return  # the same access again (a spin), and nothing recorded since: already checked
+    last["seen"] = me
     if key not in kc._reported:
         # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
         # many CPUs there are (KCSAN, too, only sees accesses that meet in time)
@@ -100,6 +105,8 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
         return  # the same kind of access from here again: the record (and its site) stands
     acc = Access(cid, write, marked, locks, call_site(2))
     last[write] = [acc] + [a for a in recent if a.cpu != cid][:1]
+    last["v"] += 1
+    last["seen"] = (cid, write, marked, locks, last["v"])
 
 
 _NO_LOCKS: frozenset[str] = frozenset()
