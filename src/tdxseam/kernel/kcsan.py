@@ -13,10 +13,10 @@ read and the write that depends on it and the race can also show as a wrong outc
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tdxseam.platform.sched import call_site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -55,8 +55,7 @@ class Kcsan:
     reports: list[RaceReport] = field(default_factory=list)
     accesses: int = 0
     # per field, for writes and for reads: the two latest accesses from distinct CPUs
-    # ("v" counts changes; "seen" is the last access checked, to skip a spin's repeats)
-    _last: dict[str, dict] = field(default_factory=dict)
+    _last: dict[str, dict[bool, list[tuple]]] = field(default_factory=dict)
     _reported: set[str] = field(default_factory=set)
 
     def enable(self, *, preempt: bool = False) -> None:
@@ -67,6 +66,10 @@ class Kcsan:
         """A new object under this name (e.g. the next update's control data): start afresh."""
         for key in [k for k in self._last if k.startswith(obj + ".")]:
             del self._last[key]
+
+
+def _site(code, lineno: int) -> str:
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{lineno} ({code.co_name})"
 
 
 def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = False) -> None:
@@ -83,30 +86,35 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     locks = frozenset(lock.name for lock in held) if held else _NO_LOCKS
     last = kc._last.get(key)
     if last is None:
-        last = kc._last[key] = {True: [], False: [], "v": 0, "seen": None}
+        last = kc._last[key] = {True: [], False: []}
     cid = cpu.id
-    me = (cid, write, marked, locks, last["v"])
-    if last["seen"] == me:
-        return  # the same access again (a spin), and nothing recorded since: already checked
-    last["seen"] = me
+    # records are plain tuples (cpu, marked, locks, code, line): Access objects and site strings
+    # are made only for a report
     if key not in kc._reported:
         # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
         # many CPUs there are (KCSAN, too, only sees accesses that meet in time)
-        for prev in (last[True] + last[False]) if write else last[True]:
-            if prev.cpu == cid or (prev.marked and marked) or prev.locks & locks:
-                continue
-            acc = Access(cid, write, marked, locks, call_site(2))
-            kc._reported.add(key)
-            kc.reports.append(RaceReport(key, prev, acc))
-            k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
-            break
+        for w, recs in ((True, last[True]), (False, last[False] if write else ())):
+            for prev in recs:
+                if key in kc._reported or prev[0] == cid or (prev[1] and marked) or prev[2] & locks:
+                    continue
+                f = sys._getframe(1)
+                first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
+                second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
+                kc._reported.add(key)
+                kc.reports.append(RaceReport(key, first, second))
+                k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
+                break
     recent = last[write]
-    if recent and recent[0].cpu == cid and recent[0].marked == marked and recent[0].locks == locks:
-        return  # the same kind of access from here again: the record (and its site) stands
-    acc = Access(cid, write, marked, locks, call_site(2))
-    last[write] = [acc] + [a for a in recent if a.cpu != cid][:1]
-    last["v"] += 1
-    last["seen"] = (cid, write, marked, locks, last["v"])
+    if recent and recent[0][0] == cid and recent[0][1] == marked and recent[0][2] == locks:
+        return  # the same kind of access from here again: the record stands
+    f = sys._getframe(1)
+    rec = (cid, marked, locks, f.f_code, f.f_lineno)
+    if not recent:
+        last[write] = [rec]
+    elif recent[0][0] == cid:
+        recent[0] = rec
+    else:
+        last[write] = [rec, recent[0]]
 
 
 _NO_LOCKS: frozenset[str] = frozenset()
