@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,7 +42,8 @@ class Regs:
     r15: int = 0
 
     def copy(self) -> Regs:
-        return Regs(**{f.name: getattr(self, f.name) for f in fields(self)})
+        return Regs(self.rax, self.rcx, self.rdx, self.r8, self.r9, self.r10, self.r11, self.r12,
+                    self.r13, self.r14, self.r15)
 
 
 class SeamcallEnd(Enum):
