@@ -2,9 +2,12 @@
 
 A TD build spans many SEAMCALLs (MNG.CREATE, MNG.INIT, VP.CREATE/INIT, MEM.PAGE.ADD, MR.EXTEND,
 MR.FINALIZE). A TD-preserving update that lands between them can corrupt the TD's measurement on
-modules without Update Compatibility (spec-linux.md §9). tdxseam's kernel therefore holds a build
-read-side on `td_build_lock` for the whole build, and the update takes it for write with a trylock
-(-EBUSY, reported as "device-busy", as the v10 posting did): the update never runs mid-build.
+modules without Update Compatibility (spec-linux.md §9). Builds hold the read side of
+`td_build_lock` for the whole build; with the v4 profile's kernel gate (`td_build_guard`
+"kernel", tdxseam's seed design) the update takes it for write with a trylock (-EBUSY,
+"device-busy"), so it never runs mid-build. v10 asks the module instead (TDH.SYS.SHUTDOWN with
+AVOID_COMPAT_SENSITIVE); merged has no guard. The KeyIDs of live TDs are tracked for
+`tdx_offline_cpu`.
 """
 
 from __future__ import annotations

@@ -256,7 +256,6 @@ def seamldr_install_module(k: Kernel, data: bytes) -> int:
         return ret
     from tdxseam.kernel.kvm_tdx import kvm_tdx
 
-
     failed = True
     # profile "kernel": never hand off a TD whose build is half done (tdxseam's seed design)
     build_lock = kvm_tdx(k).build_lock
