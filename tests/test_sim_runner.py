@@ -170,3 +170,29 @@ def test_replay_command():
     assert replay_command(7) == "tdxseam sim replay 7"
     assert replay_command(7, cpus=4, mutations=("no-lock",), schedule="pct") == \
         "tdxseam sim replay 7 --cpus 4 --mutate no-lock --schedule pct"
+
+
+# ---- reboot after the run ----------------------------------------------------------------------------
+
+
+def test_a_lost_module_is_recovered_by_a_reboot():
+    sc = _one(faults=["TDH_SYS_UPDATE=ud"])
+    sc.reboot = True
+    r = run_scenario(sc)
+    assert r.ok, "\n".join(r.report_lines())
+    assert r.updates[0]["expected"] == "update" and r.stats["rebooted"] == 2  # it had been lost
+
+
+def test_a_reboot_that_kept_seam_state_is_caught(monkeypatch):
+    """If a reboot behaved like kexec (SEAM state kept), the reboot check fails the run."""
+    from tdxseam.host import EmulatedHost
+
+    def kexec_instead(self):
+        self.kexec()
+        return self
+
+    monkeypatch.setattr(EmulatedHost, "reboot", kexec_instead)
+    sc = _one()
+    sc.reboot = True
+    r = run_scenario(sc)
+    assert [v.kind for v in r.violations] == ["reboot"], r.violations

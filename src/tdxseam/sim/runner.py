@@ -522,6 +522,8 @@ class SimRun:
             mon.quiescence()
         if ended and not sched.deadlock:
             self._final_checks()
+            if self.sc.reboot and not sched.errors:
+                self._reboot_checks()
         self.stats["faults_fired"] = len(mon.faults_fired)
         if getattr(self, "pct", None) is not None:
             self.stats["pct_changes"] = self.pct.lowered
@@ -537,6 +539,45 @@ class SimRun:
             steps=sched.steps, schedule_digest=hashlib.sha256(sched.choices[boot_choices:].tobytes()).hexdigest()[:16],
             trace_digest=digest, stats=dict(self.stats), scenario=self.sc, trace=tr if tr.enabled else None,
         )
+
+    def _reboot_checks(self) -> None:
+        """A platform reset after the run: the host must come back with the BIOS's module and a
+        fresh SEAMDB (num_remaining_updates at its boot value), whatever the run left (a lost
+        module included), and take one more update as the SEAMDB allows."""
+        from tdxseam.host import BootError
+        from tdxseam.kernel.seamldr import seamldr_get_info, seamldr_install_module
+        from tdxseam.kernel.tdx_host import tdx_host_init
+
+        mon, sc = self.mon, self.sc
+        lost = mon.lost
+        try:
+            h2 = self.host.reboot()
+        except BootError as e:
+            mon.violate("reboot", f"the host did not come back after a reboot: {e}")
+            return
+        self.stats["rebooted"] = 1 + lost
+        k2 = h2.kernel
+        try:
+            dev = tdx_host_init(k2)
+        except RuntimeError as e:
+            mon.violate("reboot", f"no TDX after the reboot: {e}")
+            return
+        v = h2.run_on(0, dev.version_show)
+        if v != _boot_version(sc):
+            mon.violate("reboot", f"after the reboot version reads {v!r}, expected the boot module {sc.module}")
+        ret, info = h2.run_on(0, seamldr_get_info, k2)
+        left = sc.seamdb_capacity - 1
+        if ret or info.num_remaining_updates != left:
+            mon.violate("reboot", f"after the reboot num_remaining_updates is "
+                                  f"{ret or info.num_remaining_updates}, expected {left} (a fresh SEAMDB)")
+            return
+        target = _reboot_update_target(sc)
+        ret = h2.run_on(0, seamldr_install_module, k2, update_image(target, "good", self.compat))
+        v = h2.run_on(0, dev.version_show)
+        if left and (ret or v != f"{target}\n"):
+            mon.violate("reboot", f"the update after the reboot failed ({ret}, version {v!r})")
+        elif not left and not ret:
+            mon.violate("reboot", "an update succeeded after the reboot with no updates left")
 
     def _final_checks(self) -> None:
         """After everything: every TD the kernel holds runs iff the module is usable."""
@@ -569,6 +610,16 @@ class SimRun:
             mon.violate("final", f"{failed} of {len(tds)} TD(s) cannot run on a usable module")
         if mon.lost and failed != len(tds):
             mon.violate("final", f"{len(tds) - failed} TD(s) still run after the module was lost")
+
+
+def _reboot_update_target(sc: Scenario) -> str:
+    """A version above every one the scenario installs (the update after the reboot)."""
+    top = max([ModuleVersion.parse(sc.module)] + [ModuleVersion.parse(u.to) for u in sc.updates])
+    return str(ModuleVersion(top.major, top.minor, top.update + 1))
+
+
+def _boot_version(sc: Scenario) -> str:
+    return f"{ModuleVersion.parse(sc.module)}\n"
 
 
 def run_scenario(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),

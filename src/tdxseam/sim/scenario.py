@@ -140,6 +140,7 @@ class Scenario:
     hotplug: list[HotplugSpec] = field(default_factory=list)
     updates: list[UpdateSpec] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # LEAF[@CPU][#N]=STATUS
+    reboot: bool = False  # after the run: reboot the host and update it once more
 
     # ---- printing and files ---------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Scenario:
         kinds = {"tds": TdSpec, "readers": ReaderSpec, "irqs": IrqSpec, "hotplug": HotplugSpec,
                  "updates": UpdateSpec}
         types = {"seed": int, "cpus": int, "module": str, "seamdb_capacity": int, "updater_cpu": int,
-                 "kernel": str, "sockets": int}
+                 "kernel": str, "sockets": int, "reboot": bool}
         if not isinstance(data, dict):
             raise ScenarioError(f"a scenario is a JSON object, not {type(data).__name__}")
         unknown = set(data) - {f.name for f in fields(cls)}
@@ -273,6 +274,8 @@ class Scenario:
                        f"{', ' + ', '.join(extra) if extra else ''} (+{u.delay}, {u.retries} retries)")
         for f in self.faults:
             out.append(f"fault: {f}")
+        if self.reboot:
+            out.append("then: reboot, and one more update")
         return out
 
     # ---- shrinking ------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ class Scenario:
         n += sum(2 + (h.delay > 0) + (h.gap > 0) for h in self.hotplug)
         n += sum(3 + (u.image != "good") + u.aslr_entropy + u.seamdb_entropy + u.relocation
                  + (u.alloc_fail > 0) + (u.delay > 0) + u.retries for u in self.updates)
-        n += (self.sockets > 1) + sum(h.victim2 > 0 for h in self.hotplug)
+        n += (self.sockets > 1) + sum(h.victim2 > 0 for h in self.hotplug) + 2 * self.reboot
         return n
 
     def simplifications(self) -> Iterator[Scenario]:
@@ -301,6 +304,8 @@ class Scenario:
                 if name == "updates" and len(items) == 1:
                     break
                 yield replace(self, **{name: items[:i] + items[i + 1:]})
+        if self.reboot:
+            yield replace(self, reboot=False)
         if self.sockets > 1:
             yield replace(self, sockets=1)
         if self.cpus > 2:  # a smaller host
@@ -458,9 +463,11 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> S
         f = _fault(rng, n, nup)
         if _leaf_of(f) not in {_leaf_of(x) for x in faults}:  # one rule per leaf
             faults.append(f)
+    updater = rng.choice(usable)
+    reboot = rng.random() < 0.25
     sc = Scenario(seed=seed, cpus=n, module=str(ModuleVersion(1, 5, start)), seamdb_capacity=cap,
-                  kernel=kernel, sockets=sockets, updater_cpu=rng.choice(usable), tds=tds, readers=readers,
-                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults)
+                  kernel=kernel, sockets=sockets, updater_cpu=updater, tds=tds, readers=readers,
+                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot)
     sc.validate()
     return sc
 
