@@ -74,3 +74,31 @@ def test_a_failed_build_gives_its_keyid_back():
     ret, _ = h.run_on(0, tdx_td_create, h.kernel)
     assert ret == -errno.ENOSPC and not kvm_tdx(h.kernel).keyids
     assert h.run_on(1, cpu_down, h.kernel, 3) == 0 and h.run_on(1, cpu_down, h.kernel, 2) == 0
+
+
+def test_a_busy_cpu_going_offline_hands_its_tasks_to_an_online_cpu_of_its_package():
+    from tdxseam.kernel.seamldr import seamldr_get_info
+    from tdxseam.platform.sched import WaitQueue
+
+    h = _two_package_host("merged", tds=0)
+    k, m = h.kernel, h.machine
+    wq = WaitQueue(m.sched, "test")
+    go: list[bool] = []
+    ran_on: list[int] = []
+
+    def reader() -> None:  # sleeps on cpu3, wakes after cpu3 went offline
+        m.current_cpu().sleep_until(wq, lambda: bool(go), "test: go")
+        ret, _ = seamldr_get_info(k)
+        ran_on.append((m.current_cpu().id, ret))
+
+    t = m.sched.spawn(m.cpus[3], reader, name="reader")
+
+    def hotplug() -> None:
+        assert cpu_down(k, 3) == 0
+        go.append(True)
+        wq.notify_all()
+
+    m.sched.spawn(m.cpus[1], hotplug)
+    assert h.run() is None and t.done
+    assert ran_on == [(2, 0)]  # cpu2: the other CPU of package 1, online
+    assert not m.cpus[3].online and t.cpu is m.cpus[2]

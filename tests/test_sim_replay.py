@@ -68,7 +68,7 @@ def test_shrink_gives_a_smaller_scenario_that_still_fails(tmp_path):
 
 def test_replay_shrink_cli(tmp_path):
     f = tmp_path / "small.json"
-    out = _cli("sim", "replay", "1", "--cpus", "4", "--mutate", "skip-lp-init", "--shrink", "--shrink-out", str(f))
+    out = _cli("sim", "replay", "3", "--cpus", "4", "--mutate", "skip-lp-init", "--shrink", "--shrink-out", str(f))
     assert out.returncode == 1
     assert b"shrunk:" in out.stdout and b"still fails with lp-init-missing" in out.stdout
     small = json.loads(f.read_text())

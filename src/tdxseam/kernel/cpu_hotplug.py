@@ -64,6 +64,23 @@ def tdx_offline_cpu(k: Kernel, cpu_id: int) -> int:
     return -errno.EBUSY
 
 
+def _migrate_tasks_away(k: Kernel, cpu_id: int) -> None:
+    """The tasks of a CPU going offline move to an online CPU of its package (else any online
+    CPU); its own per-CPU threads (cpuhp, stoppers, interrupt entries) stay."""
+    m = k.machine
+    cpu = m.cpus[cpu_id]
+    pkg = m.package_of(cpu_id)
+    online = m.online_cpus()
+    target = next((c for c in online if m.package_of(c.id) == pkg), online[0])
+    me = m.sched.current
+    for t in list(cpu.runqueue):
+        if t is me or t.done or t.name.endswith(f"/{cpu_id}") or t.name.endswith(f"-cpu{cpu_id}"):
+            continue
+        m.sched.migrate(t, target)
+        k.cpuhp_migrations = getattr(k, "cpuhp_migrations", 0) + 1
+        m.emit("migrate", f"{t.name} -> cpu{target.id}")
+
+
 def cpu_down(k: Kernel, cpu_id: int) -> int:
     """Take `cpu_id` offline (device_offline). 0, or -EBUSY for the boot CPU or the last CPU of a
     package while TDs hold KeyIDs, -EINVAL if no such CPU."""
@@ -86,6 +103,7 @@ def cpu_down(k: Kernel, cpu_id: int) -> int:
             try:
                 cpu.online = False
                 m.emit("cpu-offline", f"cpu{cpu_id}")
+                _migrate_tasks_away(k, cpu_id)
             finally:
                 local_irq_restore(k, flags)
             return 0

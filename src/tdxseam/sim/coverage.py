@@ -15,7 +15,8 @@ from typing import Any
 # outcomes every long generated campaign must reach, per kernel profile
 _COMMON = ("none", "image", "shutdown", "install", "init", "update", "none-stale",
            "event: hotplug refused (last CPU of a package)",
-           "event: recovered after reboot (module had been lost)")
+           "event: recovered after reboot (module had been lost)",
+           "event: busy CPU taken offline (its tasks migrated)")
 SOMETIMES: dict[str, tuple[str, ...]] = {
     "merged": _COMMON + ("init-offline", "none (td-build-raced)"),
     "v10": _COMMON + ("init-offline", "busy"),
@@ -33,6 +34,8 @@ def run_coverage(result: Any) -> Counter:
         c["event: recovered after reboot (module had been lost)"] += 1
     elif result.stats.get("rebooted"):
         c["event: rebooted, updated again"] += 1
+    if result.stats.get("migrated"):
+        c["event: busy CPU taken offline (its tasks migrated)"] += 1
     if result.stats.get("irq_in_seamldr_lock"):
         c["event: interrupt on a CPU holding seamldr_lock"] += 1
     if result.stats.get("nmi_in_seamldr_lock"):

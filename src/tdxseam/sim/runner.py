@@ -525,6 +525,8 @@ class SimRun:
             if self.sc.reboot and not sched.errors:
                 self._reboot_checks()
         self.stats["faults_fired"] = len(mon.faults_fired)
+        if getattr(self.k, "cpuhp_migrations", 0):
+            self.stats["migrated"] = self.k.cpuhp_migrations
         if getattr(self, "pct", None) is not None:
             self.stats["pct_changes"] = self.pct.lowered
         tr = sched.trace

@@ -423,6 +423,8 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> S
     victim = n - 1 if n >= 3 and on["hotplug"] and rng.random() < 0.4 else None
     victim2 = n - 2 if victim is not None and n >= 4 and rng.random() < 0.5 else 0
     usable = [c for c in range(n) if c not in (victim, victim2 or None)]
+    # a busy victim: readers and KVM tasks may start there and migrate when it goes offline
+    busy = usable + [c for c in (victim, victim2) if c] if victim is not None and rng.random() < 0.5 else usable
 
     target = start
     updates = []
@@ -441,11 +443,11 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> S
     for _ in range(rng.choice((0, 1, 1, 2, 2, 3)) if on["tds"] else 0):
         kind = rng.choices(("prebuilt", "meanwhile", "race"), weights=(40, 30, 30))[0]
         tds.append(TdSpec(
-            cpu=rng.choice(usable), vcpus=rng.choice((1, 1, 2)), pages=rng.choice((1, 1, 2)),
+            cpu=rng.choice(busy), vcpus=rng.choice((1, 1, 2)), pages=rng.choice((1, 1, 2)),
             prebuilt=kind == "prebuilt", race=rng.randint(1, nup) if kind == "race" else 0,
             delay=delay(20 if kind == "race" else MAX_DELAY), runs=rng.choice((0, 1, 2, 3)),
         ))
-    readers = [ReaderSpec(cpu=rng.choice(usable), attr=rng.choice(READ_ATTRS), reads=rng.randint(1, 4),
+    readers = [ReaderSpec(cpu=rng.choice(busy), attr=rng.choice(READ_ATTRS), reads=rng.randint(1, 4),
                           delay=delay(), gap=delay(20))
                for _ in range(rng.choice((0, 1, 1, 2, 3)) if on["readers"] else 0)]
     # interrupt handlers that call the P-SEAMLDR exist only with v4's irqsave lock
