@@ -196,3 +196,12 @@ def test_a_reboot_that_kept_seam_state_is_caught(monkeypatch):
     sc.reboot = True
     r = run_scenario(sc)
     assert [v.kind for v in r.violations] == ["reboot"], r.violations
+
+
+def test_a_hotplug_read_lock_kept_after_the_update_is_caught(monkeypatch):
+    from tdxseam.kernel.stop_machine import CpuHotplugLock
+
+    monkeypatch.setattr(CpuHotplugLock, "read_unlock", lambda self: None)
+    r = run_scenario(_one())
+    kinds = [v.kind for v in r.violations]
+    assert kinds[0] == "lock-held" and "cpu_hotplug_lock still read-held" in r.violations[0].message, kinds

@@ -163,6 +163,7 @@ class UpdateRecord:
     online_at_return: tuple[int, ...] = ()
     build_at_shutdown: list[int] = field(default_factory=list)  # TDRs mid-build at TDH.SYS.SHUTDOWN
     shutdown_faulted: bool = False  # a fault was injected on that TDH.SYS.SHUTDOWN
+    cpu_state_at_write: Any = None  # (preempt_count, irq_enabled) of the writer's CPU at write()
     info_faulted: bool = False  # an injected fault hit a SEAMLDR.INFO of the writer (v4 pre-check)
     hazard: str = ""  # a known hazard of the profile that this upload met (merged: td-build-raced)
 
@@ -475,6 +476,8 @@ class Monitor:
                          and tdx_get_sysinfo(self.k) is not None)
         rec.remaining_before = fw.pseamldr.num_remaining_updates
         rec.writer = self.sched.current
+        cpu = rec.writer.cpu if rec.writer is not None else None
+        rec.cpu_state_at_write = (cpu.preempt_count, cpu.irq_enabled) if cpu is not None else None
         if rec.alloc_fail:
             self.alloc_fail_in, self.alloc_fail_task = rec.alloc_fail, rec.writer
         self.current = rec
@@ -509,6 +512,13 @@ class Monitor:
                                      "TD builds get -EBUSY forever")
         if rec.ctrl is not None and rec.ctrl.lock.holder is not None:
             self.violate("lock-held", f"{where}: update_ctrl.lock still held by cpu{rec.ctrl.lock.holder.id}")
+        if self.k.cpu_hotplug_lock.readers:
+            self.violate("lock-held", f"{where}: cpu_hotplug_lock still read-held after the update returned")
+        cpu = rec.writer.cpu if rec.writer is not None else None
+        if cpu is not None and rec.cpu_state_at_write != (cpu.preempt_count, cpu.irq_enabled):
+            self.violate("quiescence", f"{where}: write() returned with preempt_count {cpu.preempt_count}, "
+                                       f"interrupts {'on' if cpu.irq_enabled else 'off'} (entered with "
+                                       f"{rec.cpu_state_at_write})")
 
     def quiescence(self) -> None:
         """At the end of a run (every task done): no lock held, no preemption or interrupt-disable
