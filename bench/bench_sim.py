@@ -36,6 +36,37 @@ def bench_scenarios(runs: int, schedule: str) -> None:
           f"{steps / dt:>9,.0f} steps/s  ({steps / runs:,.0f} steps/scenario, {dt:.1f} s, violations {bad})")
 
 
+def bench_per_step(runs: int) -> None:
+    """Where the time of an 8-CPU scenario goes: boot and setup vs the run, per scheduler step,
+    and what the race detector (KCSAN-like accesses) adds. CPU time of this process, so other
+    load on the machine does not count."""
+    from tdxseam.sim.scenario import generate
+
+    SimRun(generate(0, cpus=8)).run()
+    setup = run = 0.0
+    steps = 0
+    for s in range(runs):
+        sc = generate(s, cpus=8)
+        t0 = time.process_time()
+        sim = SimRun(sc)
+        t1 = time.process_time()
+        r = sim.run()
+        t2 = time.process_time()
+        setup, run, steps = setup + t1 - t0, run + t2 - t1, steps + r.steps
+    total = setup + run
+    print(f"  per scenario     {total / runs * 1e3:5.2f} ms CPU = setup (boot, prebuilt TDs) "
+          f"{setup / runs * 1e3:.2f} ms + run {run / runs * 1e3:.2f} ms; {steps / runs:,.0f} steps, "
+          f"{run / steps * 1e6:.2f} us/step; {runs / total:6.1f} scenarios/s per core")
+    t0 = time.process_time()
+    for s in range(runs):
+        sim = SimRun(generate(s, cpus=8))
+        sim.k.kcsan.enabled = False
+        sim.run()
+    off = time.process_time() - t0
+    print(f"  race detector    off: {runs / off:6.1f} scenarios/s per core "
+          f"(on: {runs / total:.1f}; ratio {off / total:.2f})")
+
+
 def bench_campaign(runs: int, jobs: int) -> None:
     res = run_campaign(runs, jobs=jobs, cpus=8)
     print(f"  8-CPU campaign   jobs={jobs}  seeds 0..{runs - 1}  {res.runs / res.seconds:7.1f} scenarios/s  "
@@ -71,6 +102,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the campaign figure")
     args = ap.parse_args()
     print("tdxseam simulation benchmark")
+    bench_per_step(args.runs)
     bench_scenarios(args.runs, "random")
     bench_scenarios(args.runs, "pct")
     bench_campaign(max(args.runs, 4 * args.jobs), args.jobs)

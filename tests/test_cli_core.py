@@ -10,7 +10,8 @@ import sys
 import pytest
 
 TIMEOUT = 120  # a run that does not end by itself fails here instead of hanging the suite
-MUST_SHOW = ["stress", "--cpus", "64", "--calls", "1000", "--irq-calls", "--seed", "1"]
+# interrupt-context callers of the P-SEAMLDR exist only with v4's irqsave lock
+MUST_SHOW = ["stress", "--cpus", "64", "--calls", "1000", "--irq-calls", "--seed", "1", "--kernel", "v4"]
 DEADLOCK_EXIT = 4
 
 
@@ -102,19 +103,21 @@ def test_same_seed_same_output_byte_for_byte(runs):
 
 
 def test_same_seed_same_text_output_including_deadlock_report():
-    args = ["stress", "--cpus", "16", "--calls", "100", "--irq-calls", "--seed", "3", "--no-irqsave"]
+    args = ["stress", "--cpus", "16", "--calls", "100", "--irq-calls", "--seed", "3", "--no-irqsave",
+            "--kernel", "v4"]
     a = tdxseam(*args)
     b = tdxseam(*args, hashseed="999")
     assert a.stdout == b.stdout and a.returncode == b.returncode
     text = a.stdout.decode()
-    assert text.startswith("seed 3: 16 CPUs, ")
+    assert text.startswith("seed 3: kernel v4, 16 CPUs, ")
     assert "schedule digest: " in text and "lock reports: " in text
 
 
 def test_different_seeds_give_different_interleavings():
     digests = {}
     for seed in ("1", "2", "3"):
-        p = tdxseam("stress", "--cpus", "8", "--calls", "50", "--irq-calls", "--seed", seed, "--json")
+        p = tdxseam("stress", "--cpus", "8", "--calls", "50", "--irq-calls", "--seed", seed, "--json",
+                    "--kernel", "v4")
         assert p.returncode == 0
         r = _json(p)
         assert r["failed"] == 0 and r["max_inside"] == 1
@@ -124,10 +127,10 @@ def test_different_seeds_give_different_interleavings():
 
 
 def test_text_summary_agrees_with_json():
-    args = ["stress", "--cpus", "8", "--calls", "50", "--irq-calls", "--seed", "5"]
+    args = ["stress", "--cpus", "8", "--calls", "50", "--irq-calls", "--seed", "5", "--kernel", "v4"]
     t = tdxseam(*args).stdout.decode().splitlines()
     r = _json(tdxseam(*args, "--json"))
-    assert t[0] == (f"seed 5: 8 CPUs, {r['calls']} P-SEAMLDR calls ({r['irq_calls']} from interrupt "
+    assert t[0] == (f"seed 5: kernel v4, 8 CPUs, {r['calls']} P-SEAMLDR calls ({r['irq_calls']} from interrupt "
                     f"handlers), {r['steps']} scheduler steps")
     assert f"schedule digest: {r['schedule_digest']}" in t
     assert "lock reports: 0" in t and "deadlock: none" in t
@@ -193,3 +196,18 @@ def test_the_console_script_is_the_same_command():
     a = subprocess.run([script, *args], capture_output=True, timeout=TIMEOUT)
     b = tdxseam(*args)
     assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_merged_kernel_with_interrupt_callers_is_caught():
+    """The merged lock is not irqsave: an interrupt handler calling the P-SEAMLDR (which no merged
+    code path does) is reported and spins on its own CPU's lock."""
+    p = tdxseam("stress", "--cpus", "8", "--calls", "60", "--irq-calls", "--seed", "1", "--json")
+    r = _json(p)
+    assert r["kernel"] == "merged"
+    assert r["deadlock"] or {x["kind"] for x in r["lock_reports"]} & {"irq-inversion", "recursion"}
+
+
+def test_unknown_kernel_profile_is_a_usage_error():
+    p = tdxseam("stress", "--cpus", "2", "--calls", "1", "--kernel", "v7")
+    assert p.returncode == 2
+    assert p.stderr.decode().strip() == "tdxseam: error: --kernel must be one of merged, v10, v4, not 'v7'"

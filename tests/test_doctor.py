@@ -137,7 +137,7 @@ def test_boot_failure_host_has_no_tdx_host(tmp_path):
 def test_release_check_reuses_the_plan(tmp_path, intel_dir):
     from tdxseam.formats import testsign
     from tdxseam.formats.sigstruct import INTEL_KEY_HASH
-    from tdxseam.tool.catalog import load_catalog
+    from tdxseam.tool.catalog import catalog_identities, load_catalog
     from tdxseam.tool.plan import PlanOptions
     from tdxseam.tool.verify import VerifyOptions
 
@@ -155,8 +155,9 @@ def test_release_check_reuses_the_plan(tmp_path, intel_dir):
     assert r_same.checks[5].verdict == "ok"
     # Intel's releases on a host booted from Intel's 1.5.06: 1.5.13 applies
     blob = (intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.06.blob").read_bytes()
-    with Emulation(4, module=blob) as emu:
-        r = run_doctor(tree_root_class()(emu.tree), catalog=load_catalog(intel_dir))
+    intel = load_catalog(intel_dir)
+    with Emulation(4, module=blob, known_modules=catalog_identities(intel)) as emu:  # 1.5 needs the file name
+        r = run_doctor(tree_root_class()(emu.tree), catalog=intel)
     assert r.checks[5].verdict == "warn" and r.checks[5].details["selected"] == "1.5.13"
 
 

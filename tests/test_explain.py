@@ -204,9 +204,12 @@ def test_update_failure_block_is_explained(label, leaf, cpu, nth, status):
     assert f.leaf["firmware"] == ("P-SEAMLDR" if leaf == SeamldrLeaf.P_SEAMLDR_INSTALL else "TDX module")
     assert f.phase == "runtime"
     lost = tdx_get_sysinfo(h.kernel) is None
-    if label.startswith("RD("):
+    if label == "RD(version)":
         assert ret == 0 and f.field is not None and f.registers is not None
         assert any(i.kind == "message" and i.verdict == "warn" for i in items)  # the WARN is explained too
+    elif label == "RD(MODULE_HV)":  # the merged kernel will not shut down without the handoff version
+        assert ret == -errno.EIO and not lost and f.field is not None and f.registers is not None
+        assert "old module still runs" in f.consequence
     elif label == "SHUTDOWN":
         assert ret == -errno.EIO and not lost and "old module still runs" in f.consequence
     else:

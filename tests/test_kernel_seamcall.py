@@ -210,13 +210,28 @@ def test_plain_seamcall_returns_the_raw_status_after_ten(host):
     assert len(attempts) == 10
 
 
-@pytest.mark.parametrize("status", [TdxStatus.TDX_RND_NO_ENTROPY, SeamldrStatus.ENOENTROPY])
-def test_pseamldr_no_entropy_is_not_retried(host, status):
+def test_pseamldr_own_no_entropy_is_not_retried(host):
+    status = SeamldrStatus.ENOENTROPY
     attempts = _flaky(host, INFO, 1000, status)
     ret = host.run_on(0, seamldr_call, host.kernel, INFO, Regs(rcx=host.kernel.percpu[0].stack_pa))
     assert ret == -errno.EIO
     assert attempts == [0]
     assert _dmesg(host) == [f"seamldr: SEAMCALL (0x8000000000000000) failed: 0x{int(status):016x}"]
+
+
+@pytest.mark.parametrize("kernel", ["merged", "v10", "v4"])
+def test_tdx_no_entropy_is_retried_on_pseamldr_leaves_too(kernel):
+    """sc_retry has no special case for P-SEAMLDR leaves, in any posting (the seed kernel
+    returned at once: attempts == [0])."""
+    host = EmulatedHost(2, seed=0, kernel=kernel)
+    attempts = _flaky(host, INFO, 3)  # the 4th try succeeds
+    ret = host.run_on(0, seamldr_call, host.kernel, INFO, Regs(rcx=host.kernel.percpu[0].stack_pa))
+    assert ret == 0
+    assert len(attempts) == 4
+    attempts = _flaky(host, INFO, 1000)
+    ret = host.run_on(0, seamldr_call, host.kernel, INFO, Regs(rcx=host.kernel.percpu[0].stack_pa))
+    assert ret == -errno.EIO
+    assert len(attempts) == 10
 
 
 @pytest.mark.parametrize("status", [TdxStatus.TDX_RND_NO_ENTROPY | 1, TdxStatus.TDX_SYS_BUSY,

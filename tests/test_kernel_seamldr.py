@@ -55,7 +55,8 @@ def _storm(host: EmulatedHost, calls: int, irq_share: float = 0.0, seed: int = 0
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_serialized_calls_never_overlap(seed):
-    host = EmulatedHost(16, seed=seed, trace=False)
+    # interrupt-context callers need the v4 irqsave lock (merged has none)
+    host = EmulatedHost(16, seed=seed, trace=False, kernel="v4")
     host.kernel.dmesg.clear()
     out = _storm(host, 30, irq_share=0.3, seed=seed)
     assert len(out) == 16 * 30
@@ -84,12 +85,14 @@ def test_lock_is_released_and_irqs_restored_after_each_call():
     assert seen == [(True, 0), (0, True, 0, None)]
 
 
-def test_interrupts_are_off_inside_the_pseamldr():
-    host = EmulatedHost(2, seed=0)
+@pytest.mark.parametrize("kernel,irqs_on", [("v4", False), ("v10", True), ("merged", True)])
+def test_interrupts_inside_the_pseamldr_per_profile(kernel, irqs_on):
+    """v4 holds seamldr_lock with interrupts off; v5 on (merged too) with a plain raw spinlock."""
+    host = EmulatedHost(2, seed=0, kernel=kernel)
     inside = []
     host.fw.fault_hook = lambda cpu, regs: inside.append((cpu.irq_enabled, host.kernel.seamldr_lock.holder is cpu))
     host.run_on(0, seamldr_get_info, host.kernel)
-    assert inside == [(False, True)]
+    assert inside == [(irqs_on, True)]
 
 
 # ---- no-lock: callers meet inside the P-SEAMLDR ---------------------------------------------------------
@@ -119,9 +122,9 @@ def test_stress_no_lock_matches_the_storm():
 # ---- no-irqsave: an interrupt on the holder ------------------------------------------------------------
 
 
-def _irq_inside_pseamldr(mutations: frozenset[str]):
+def _irq_inside_pseamldr(mutations: frozenset[str], kernel: str = "v4"):
     """cpu0 calls SEAMLDR.INFO; while it is inside, an interrupt whose handler does the same arrives."""
-    host = EmulatedHost(2, seed=4, mutations=mutations)
+    host = EmulatedHost(2, seed=4, mutations=mutations, kernel=kernel)
     m, k = host.machine, host.kernel
     rets: list[tuple[str, int]] = []
 
@@ -154,8 +157,11 @@ def test_irq_during_call_with_irqsave_waits_for_unlock():
     assert host.fw.stats.max_seamldr_in_flight == 1
 
 
-def test_irq_during_call_without_irqsave_is_reported_and_deadlocks():
-    host, rets, dl = _irq_inside_pseamldr(frozenset({"no-irqsave"}))
+@pytest.mark.parametrize("kernel,mutations", [("v4", {"no-irqsave"}), ("merged", set()), ("v10", set())])
+def test_irq_during_call_without_irqsave_is_reported_and_deadlocks(kernel, mutations):
+    """v4 without its irqsave, and the later postings by design: an interrupt handler calling the
+    P-SEAMLDR on the holder's CPU spins forever (which is why no interrupt path may call it)."""
+    host, rets, dl = _irq_inside_pseamldr(frozenset(mutations), kernel)
     assert rets == [("irq-entry", host.machine.cpus[0])]  # it came in with the lock held; nothing completed
     assert dl is not None
     assert [(w.cpu, w.what, w.holder) for w in dl.waiting] == [(0, "seamldr_lock", 0)]
@@ -168,7 +174,7 @@ def test_irq_during_call_without_irqsave_is_reported_and_deadlocks():
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_stress_no_irqsave_with_irq_calls_is_caught(seed):
-    res, _host = run_stress(8, 60, seed=seed, irq_calls=True, no_irqsave=True)
+    res, _host = run_stress(8, 60, seed=seed, irq_calls=True, no_irqsave=True, kernel="v4")
     kinds = {r["kind"] for r in res.lock_reports}
     assert "irq-inversion" in kinds or res.deadlock
     if res.deadlock:
@@ -225,3 +231,26 @@ def test_get_info_buffer_is_on_this_cpus_stack():
     host.run_on(1, seamldr_get_info, host.kernel)
     assert pas == [(1, host.kernel.percpu[1].stack_pa)]
     assert pas[0][1] % 256 == 0
+
+
+@pytest.mark.parametrize("kernel", ["v4", "merged"])
+def test_nmi_on_the_holder_is_taken_inside_the_locked_section(kernel):
+    """An NMI ignores the interrupt flag: it lands while cpu0 holds seamldr_lock (v4: with
+    interrupts off), runs (taking no lock), and the P-SEAMLDR call completes."""
+    host = EmulatedHost(2, seed=4, kernel=kernel)
+    m, k = host.machine, host.kernel
+    seen: list = []
+
+    def nmi():
+        seen.append(("nmi", k.seamldr_lock.holder is m.cpus[0], m.cpus[0].irq_enabled))
+
+    def hook(cpu, regs):
+        if cpu.id == 0 and not seen:
+            m.irq.raise_nmi(cpu, nmi)
+        return None
+
+    host.fw.fault_hook = hook
+    t = host.sched.spawn(m.cpus[0], lambda: seen.append(("task", seamldr_get_info(k)[0])))
+    assert host.run() is None and t.done
+    assert seen == [("nmi", True, kernel == "merged"), ("task", 0)]
+    assert k.lockdep.reports == []

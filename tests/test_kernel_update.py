@@ -9,7 +9,7 @@ SEAMEXTEND restored) or not (RDX = 1, SEAMEXTEND zeroed), as the firmware spec g
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -18,7 +18,8 @@ from tdxseam.formats.image import build_v2, v1_to_v2
 from tdxseam.formats.leaves import SeamldrLeaf, TdxLeaf
 from tdxseam.formats.seamldr_params import SeamldrParams
 from tdxseam.formats.status import SeamldrStatus, TdxStatus
-from tdxseam.formats.testsign import make_image, make_module
+from tdxseam.formats.metadata import TDX_FEATURES0_UPDATE_COMPAT
+from tdxseam.formats.testsign import DEFAULT_FEATURES0, make_image, make_module
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import DeclaredModule, EmulatedHost
 from tdxseam.kernel.kvm_tdx import kvm_tdx, tdx_td_create, tdx_vcpu_run
@@ -27,6 +28,7 @@ from tdxseam.kernel.tdx import tdx_get_sysinfo
 from tdxseam.kernel.tdx_host import tdx_host_init
 from tdxseam.seam.faults import FaultPlan, install_fault_plan
 from tdxseam.seam.pseamldr import SeamldrBuild
+from tdxseam.platform.cpu import Regs
 from tdxseam.seam.td import compare_tds, td_snapshot
 
 OLD, NEW = "1.5.06", "1.5.08"
@@ -44,9 +46,16 @@ class Outcome:
     warnings: int
 
 
-def booted(cpus: int = 4, *, tds: int = 2, **kw) -> EmulatedHost:
+def booted(cpus: int = 4, *, tds: int = 2, compat: bool | None = None, **kw) -> EmulatedHost:
+    """A host on OLD with `tds` TDs; `compat`: the module offers Update Compatibility (bit 47),
+    which a v10 kernel needs (it always asks TDH.SYS.SHUTDOWN to avoid compat-sensitive work)."""
     kw.setdefault("trace", False)
-    h = EmulatedHost(cpus, module=DeclaredModule(ModuleVersion.parse(OLD)), **kw)
+    if compat is None:
+        compat = kw.get("kernel") == "v10"
+    mod = DeclaredModule(ModuleVersion.parse(OLD))
+    if compat:
+        mod = replace(mod, features0=mod.features0 | TDX_FEATURES0_UPDATE_COMPAT)
+    h = EmulatedHost(cpus, module=mod, **kw)
     for i in range(tds):
         h.sched.spawn(h.machine.cpus[i % cpus], lambda i=i: tdx_td_create(h.kernel, nr_vcpus=1, nr_pages=2, seed=i))
     h.run()
@@ -197,12 +206,52 @@ def test_empty_seamdb_log_ebadcall():
 
 
 def test_td_build_in_flight_refuses_the_update():
-    h = booted(tds=0)
+    h = booted(tds=0, kernel="v4")  # the kernel gate
     k = h.kernel
     assert kvm_tdx(k).build_lock.build_begin()  # a build is between its SEAMCALLs
     out = update(h, make_image(NEW))
     assert out.ret == -errno.EBUSY and out.version == OLD and out.failures == []
     kvm_tdx(k).build_lock.build_end()
+
+
+def _half_built_td(h: EmulatedHost) -> None:
+    """A TD past TDH.MNG.INIT and not finalized: its build is in flight on the SEAM side."""
+    from tdxseam.kernel.seamcall import seamcall
+
+    def body() -> None:
+        k, mem = h.kernel, h.machine.mem
+        tdr = mem.alloc_page()
+        assert seamcall(k, TdxLeaf.TDH_MNG_CREATE, Regs(rcx=tdr, rdx=60)) == 0
+        params = mem.alloc_page()
+        mem.write(params + 16, (1).to_bytes(2, "little"))
+        assert seamcall(k, TdxLeaf.TDH_MNG_INIT, Regs(rcx=tdr, rdx=params)) == 0
+
+    h.run_on(1, body)
+    assert h.fw.module.tds.any_in_build()
+
+
+@pytest.mark.parametrize("kernel,ret,version", [
+    ("v10", -errno.EBUSY, OLD),  # the module refuses: TDX_UPDATE_COMPAT_SENSITIVE
+    ("merged", 0, NEW),  # no guard at all: the update goes through (userspace must avoid this)
+    ("v4", -errno.EBUSY, OLD),  # tdxseam's kernel gate: KVM holds it for the build
+])
+def test_update_during_td_build_per_profile(kernel, ret, version):
+    h = booted(tds=1, kernel=kernel, compat=True)
+    _half_built_td(h)
+    assert kvm_tdx(h.kernel).build_lock.build_begin()  # and KVM is between the build's ioctls
+    out = update(h, make_image(NEW, features0=DEFAULT_FEATURES0 | TDX_FEATURES0_UPDATE_COMPAT))
+    assert (out.ret, out.version) == (ret, version), out
+    assert out.td_problems == [] if ret else True
+    if kernel == "v10":
+        # asked with RCX bit 16, answered silently (no log line), nothing lost
+        assert h.kernel.dmesg_text().count("SEAMCALL") == 0 and h.fw.module.ready
+
+
+def test_v10_shutdown_flag_is_rejected_by_a_module_without_update_compat():
+    h = booted(tds=0, kernel="v10", compat=False)
+    out = update(h, make_image(NEW))
+    assert out.ret == -errno.EIO and out.version == OLD
+    assert "virt/tdx: SEAMCALL (0x0000000000000034) failed" in h.kernel.dmesg_text()
 
 
 # ---- every fault position ------------------------------------------------------------------------
@@ -222,20 +271,25 @@ def fault_points(cpus: int) -> list[tuple[str, int, int | None, int]]:
 STATUS = {"status": TdxStatus.TDX_OPERAND_INVALID, "vmfailinvalid": "vmfailinvalid"}
 
 
-@pytest.mark.parametrize("cpus", [1, 2, 4, 8])
+@pytest.mark.parametrize("cpus,kernel", [(1, "merged"), (2, "merged"), (4, "merged"), (8, "merged"),
+                                         (2, "v10"), (2, "v4")])
 @pytest.mark.parametrize("kind", ["status", "vmfailinvalid"])
-def test_fault_at_every_step_and_cpu(cpus, kind):
-    image = make_image(NEW)
+def test_fault_at_every_step_and_cpu(cpus, kernel, kind):
+    image = make_image(NEW, features0=DEFAULT_FEATURES0 | TDX_FEATURES0_UPDATE_COMPAT)
     for label, leaf, cpu, nth in fault_points(cpus):
-        h = booted(cpus, tds=2, seed=cpus * 7 + nth)
+        h = booted(cpus, tds=2, seed=cpus * 7 + nth, kernel=kernel)
         status = STATUS[kind]
         if leaf == SeamldrLeaf.P_SEAMLDR_INSTALL and kind == "status":
             status = SeamldrStatus.EBADPARAM
         out = update(h, image, FaultPlan().add(leaf, status, cpu=cpu, nth=nth))
         assert_no_cpu_left(h)
         ctx = f"{cpus} CPUs, fault {kind} at {label}: {out}"
-        if label == "RD(MODULE_HV)":
-            # a failed handoff-version read only WARNs; the update goes on with version 0
+        if label == "RD(MODULE_HV)" and kernel == "merged":
+            # merged: handoff information is required for a proper shutdown; it refuses
+            assert out.ret != 0 and out.version == OLD and out.td_problems == [] and out.warnings == 0, ctx
+            assert h.fw.module.ready and out.seamextend_ready, ctx
+        elif label == "RD(MODULE_HV)":
+            # v10 (and v4): a failed handoff-version read only WARNs; the update goes on with version 0
             assert out.ret == 0 and out.version == NEW and out.td_problems == [] and out.warnings == 1, ctx
         elif label == "SHUTDOWN":
             assert out.ret != 0 and out.version == OLD and out.td_problems == [], ctx

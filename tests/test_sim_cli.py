@@ -52,8 +52,8 @@ def test_campaign_prints_failing_seeds_with_their_replay_command(capsys):
     code, out, _ = _run(capsys, "sim", "campaign", "--runs", "6", "--jobs", "1", "--cpus", "4",
                         "--mutate", "skip-lp-init")
     assert code == 1
-    assert "replay: tdxseam sim replay 1 --cpus 4 --mutate skip-lp-init" in out
-    assert "first caught after 2 seed(s)" in out
+    assert "replay: tdxseam sim replay 0 --cpus 4 --mutate skip-lp-init" in out
+    assert "first caught after 1 seed(s)" in out
 
 
 def test_campaign_in_worker_processes():
@@ -84,3 +84,56 @@ def test_bad_scenario_file_exits_3(capsys, tmp_path):
     f.write_text('{"seed": 1}')
     code, _, err = _run(capsys, "sim", "run", "--scenario", str(f))
     assert code == 3 and "not a scenario" in err
+
+
+# ---- kernel profiles, coverage, explore --scenario ----------------------------------------------------
+
+
+def test_kernel_profile_is_carried_into_the_run_and_its_replay_command(capsys):
+    code, out, _ = _run(capsys, "sim", "run", "--seed", "6", "--cpus", "4", "--kernel", "v4",
+                        "--mutate", "no-irqsave", "--json")
+    r = json.loads(out)
+    assert code == 1 and r["replay"] == "tdxseam sim replay 6 --cpus 4 --kernel v4 --mutate no-irqsave"
+    code, out, _ = _run(capsys, "sim", "replay", "6", "--cpus", "4", "--kernel", "v4", "--mutate", "no-irqsave")
+    assert code == 1 and "kernel v4" in out
+
+
+@pytest.mark.parametrize("cmd", [["sim", "run"], ["sim", "campaign", "--runs", "1"], ["sim", "explore"],
+                                 ["sim", "replay", "1"], ["stress"], ["demo"]])
+def test_unknown_kernel_profile_is_refused_everywhere(capsys, cmd):
+    code, _, err = _run(capsys, *cmd, "--kernel", "v5")
+    assert code == 2 and "tdxseam: error: --kernel must be one of merged, v10, v4, not 'v5'" in err
+
+
+def test_campaign_reports_coverage_per_outcome(capsys):
+    code, out, _ = _run(capsys, "sim", "campaign", "--runs", "40", "--jobs", "1", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["kernel"] == "merged" and r["missing_sometimes"] == []  # too short to assert
+    cov = r["coverage"]
+    assert cov["none"] > 0 and sum(v for k, v in cov.items() if not k.startswith("event")) >= 40
+    code, out, _ = _run(capsys, "sim", "campaign", "--runs", "40", "--jobs", "1")
+    assert "coverage:" in out and "  none " in out
+
+
+def test_sometimes_assertion_names_an_outcome_never_reached():
+    from tdxseam.sim.coverage import SOMETIMES_MIN_RUNS, coverage_lines, missing
+
+    cov = {"none": 5000, "install": 10}
+    miss = missing(cov, "merged", SOMETIMES_MIN_RUNS)
+    assert "update" in miss and "none" not in miss and "install" not in miss
+    assert missing(cov, "merged", SOMETIMES_MIN_RUNS - 1) == []
+    assert "  sometimes-assertion failed: 'update' never reached" in coverage_lines(cov, miss)
+
+
+def test_explore_takes_a_scenario_file(capsys, tmp_path):
+    from tdxseam.sim.scenario import tiny
+
+    f = tmp_path / "sc.json"
+    f.write_text(tiny(cpus=2, reader=False, kernel="v10").dumps())
+    code, out, _ = _run(capsys, "sim", "explore", "--scenario", str(f), "--max-schedules", "20", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["cpus"] == 2 and r["schedules"] == 20
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"seed": 1, "cpus": 2, "kernel": "v9"}')
+    code, _, err = _run(capsys, "sim", "explore", "--scenario", str(bad))
+    assert code == 3 and "kernel must be one of merged, v10, v4" in err

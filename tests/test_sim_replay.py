@@ -19,21 +19,22 @@ def _cli(*args: str, hashseed: str = "0") -> subprocess.CompletedProcess:
 
 
 def test_replay_trace_is_byte_identical_across_processes():
-    # seed 17 runs 4 CPUs with TDs, readers and an update; different hash seeds shuffle set/dict
+    # seed 23 runs 4 CPUs with TDs, readers and an update; different hash seeds shuffle set/dict
     # orders of anything hashed by string, which must not leak into a run
-    a = _cli("sim", "replay", "17", "--trace", hashseed="1")
-    b = _cli("sim", "replay", "17", "--trace", hashseed="2")
+    a = _cli("sim", "replay", "23", "--trace", hashseed="1")
+    b = _cli("sim", "replay", "23", "--trace", hashseed="2")
     assert a.returncode == b.returncode == 0, a.stderr.decode()
     assert a.stdout == b.stdout
     assert b"-- trace --" in a.stdout and a.stdout.count(b"\n") > 100
     # and the in-process replay prints the same trace
-    r = replay(17)
+    r = replay(23)
     assert r.trace.text().encode() in a.stdout
 
 
 def test_failing_replay_is_byte_identical_and_exits_1():
-    a = _cli("sim", "replay", "2", "--cpus", "4", "--mutate", "no-irqsave", "--trace", hashseed="3")
-    b = _cli("sim", "replay", "2", "--cpus", "4", "--mutate", "no-irqsave", "--trace", hashseed="4")
+    args = ("sim", "replay", "6", "--cpus", "4", "--mutate", "no-irqsave", "--kernel", "v4", "--trace")
+    a = _cli(*args, hashseed="3")
+    b = _cli(*args, hashseed="4")
     assert a.returncode == b.returncode == 1
     assert a.stdout == b.stdout and b"[lockdep]" in a.stdout
 
@@ -67,7 +68,7 @@ def test_shrink_gives_a_smaller_scenario_that_still_fails(tmp_path):
 
 def test_replay_shrink_cli(tmp_path):
     f = tmp_path / "small.json"
-    out = _cli("sim", "replay", "1", "--cpus", "4", "--mutate", "skip-lp-init", "--shrink", "--shrink-out", str(f))
+    out = _cli("sim", "replay", "3", "--cpus", "4", "--mutate", "skip-lp-init", "--shrink", "--shrink-out", str(f))
     assert out.returncode == 1
     assert b"shrunk:" in out.stdout and b"still fails with lp-init-missing" in out.stdout
     small = json.loads(f.read_text())

@@ -33,7 +33,7 @@ def test_tracing_does_not_change_the_run():
 def test_generated_runs_cover_the_outcomes():
     seen = set()
     for seed in range(60):
-        for u in run_seed(seed).updates:
+        for u in run_seed(seed, kernel="v4").updates:
             seen.add(u["expected"])
     assert {"none", "busy", "install", "shutdown"} <= seen, seen
 
@@ -41,8 +41,9 @@ def test_generated_runs_cover_the_outcomes():
 # ---- every row of the oracle, reached on purpose ------------------------------------------------------
 
 
-def _one(cpus=3, *, faults=(), image="good", cap=64, tds=None, hotplug=(), delay=0, **upd) -> Scenario:
-    return Scenario(seed=1, cpus=cpus, module="1.5.06", seamdb_capacity=cap,
+def _one(cpus=3, *, faults=(), image="good", cap=64, tds=None, hotplug=(), delay=0, kernel="merged",
+         **upd) -> Scenario:
+    return Scenario(seed=1, cpus=cpus, module="1.5.06", seamdb_capacity=cap, kernel=kernel,
                     tds=tds if tds is not None else [TdSpec(cpu=1, prebuilt=True, pages=2, runs=1)],
                     readers=[ReaderSpec(cpu=cpus - 1, attr="version", reads=2, delay=5, gap=40)],
                     hotplug=list(hotplug), updates=[UpdateSpec("1.5.08", image=image, delay=delay, retries=0, **upd)],
@@ -72,7 +73,16 @@ def _outcome(sc: Scenario) -> dict:
     (_one(faults=["TDH_SYS_INIT#*=TDX_RND_NO_ENTROPY"]), "init", "ENXIO"),
     (_one(faults=["TDH_SYS_LP_INIT@1=TDX_RND_NO_ENTROPY"]), "none", "1.5.08"),  # retried
     (_one(faults=["TDH_SYS_UPDATE=TDX_SYS_INVALID_HANDOFF"]), "update", "ENXIO"),
-    (_one(faults=["TDH_SYS_RD@0#1=TDX_METADATA_FIELD_ID_INCORRECT"]), "none", "1.5.08"),  # WARN only
+    # the handoff-version read: merged refuses to shut down, v10 and v4 only WARN
+    (_one(faults=["TDH_SYS_RD@0#1=TDX_METADATA_FIELD_ID_INCORRECT"]), "shutdown", "1.5.06"),
+    (_one(faults=["TDH_SYS_RD@0#1=TDX_METADATA_FIELD_ID_INCORRECT"], kernel="v10"), "none", "1.5.08"),
+    (_one(faults=["TDH_SYS_RD@0#1=TDX_METADATA_FIELD_ID_INCORRECT"], kernel="v4"), "none", "1.5.08"),
+    # v4's pre-checks refuse before the lockstep
+    (_one(cap=1, kernel="v4"), "image", "1.5.06"),
+    (_one(hotplug=[HotplugSpec(cpu=1, victim=2, gap=600)], delay=60, kernel="v4"), "image", "1.5.06"),
+    # the P-SEAMLDR's relocation fault switch, and a failed page allocation (-ENOMEM)
+    (_one(relocation=True), "install", "ENXIO"),
+    (_one(alloc_fail=2), "image", "1.5.06"),
     (_one(faults=["TDH_SYS_RD@0#2=TDX_METADATA_FIELD_ID_INCORRECT"]), "none-stale", "1.5.06"),
     (_one(hotplug=[HotplugSpec(cpu=1, victim=2, gap=600)], delay=60), "init-offline", "ENXIO"),
 ], ids=lambda x: x if isinstance(x, str) else None)
@@ -84,9 +94,10 @@ def test_oracle_rows(sc, key, version):
     assert u["error"] == exp.error.strip()
 
 
-def test_busy_row_when_a_build_races_the_upload():
+@pytest.mark.parametrize("kernel", ["v4", "v10"])  # the kernel gate; the module's compat refusal
+def test_busy_row_when_a_build_races_the_upload(kernel):
     for seed in range(80):
-        sc = Scenario(seed=seed, cpus=3, tds=[TdSpec(cpu=1, race=1, pages=2)],
+        sc = Scenario(seed=seed, cpus=3, tds=[TdSpec(cpu=1, race=1, pages=2)], kernel=kernel,
                       updates=[UpdateSpec("1.5.08", retries=2)])
         r = run_scenario(sc)
         assert r.ok, "\n".join(r.report_lines())
@@ -95,6 +106,18 @@ def test_busy_row_when_a_build_races_the_upload():
             assert {u["expected"] for u in r.updates} <= {"busy", "none"}, r.updates
             return
     pytest.fail("no seed raced a TD build against the upload")
+
+
+def test_merged_lets_the_update_race_a_build_and_records_the_hazard():
+    for seed in range(80):
+        sc = Scenario(seed=seed, cpus=3, tds=[TdSpec(cpu=1, race=1, pages=2)],
+                      updates=[UpdateSpec("1.5.08", retries=2)])
+        r = run_scenario(sc)
+        assert r.ok, "\n".join(r.report_lines())
+        assert all(u["expected"] != "busy" for u in r.updates)
+        if any("td-build-raced" in u["coverage"] for u in r.updates):
+            return
+    pytest.fail("no seed raced a TD build against the update's shutdown")
 
 
 def test_a_second_update_after_a_lost_module_fails_at_shutdown():
@@ -147,3 +170,38 @@ def test_replay_command():
     assert replay_command(7) == "tdxseam sim replay 7"
     assert replay_command(7, cpus=4, mutations=("no-lock",), schedule="pct") == \
         "tdxseam sim replay 7 --cpus 4 --mutate no-lock --schedule pct"
+
+
+# ---- reboot after the run ----------------------------------------------------------------------------
+
+
+def test_a_lost_module_is_recovered_by_a_reboot():
+    sc = _one(faults=["TDH_SYS_UPDATE=ud"])
+    sc.reboot = True
+    r = run_scenario(sc)
+    assert r.ok, "\n".join(r.report_lines())
+    assert r.updates[0]["expected"] == "update" and r.stats["rebooted"] == 2  # it had been lost
+
+
+def test_a_reboot_that_kept_seam_state_is_caught(monkeypatch):
+    """If a reboot behaved like kexec (SEAM state kept), the reboot check fails the run."""
+    from tdxseam.host import EmulatedHost
+
+    def kexec_instead(self):
+        self.kexec()
+        return self
+
+    monkeypatch.setattr(EmulatedHost, "reboot", kexec_instead)
+    sc = _one()
+    sc.reboot = True
+    r = run_scenario(sc)
+    assert [v.kind for v in r.violations] == ["reboot"], r.violations
+
+
+def test_a_hotplug_read_lock_kept_after_the_update_is_caught(monkeypatch):
+    from tdxseam.kernel.stop_machine import CpuHotplugLock
+
+    monkeypatch.setattr(CpuHotplugLock, "read_unlock", lambda self: None)
+    r = run_scenario(_one())
+    kinds = [v.kind for v in r.violations]
+    assert kinds[0] == "lock-held" and "cpu_hotplug_lock still read-held" in r.violations[0].message, kinds

@@ -31,7 +31,7 @@ def test_cpus_fixes_the_host_size_and_every_part_fits():
         sc.validate()
         assert sc.updates and all(0 <= t.cpu < 3 for t in sc.tds)
         for h in sc.hotplug:
-            assert h.victim != 0 and h.victim not in {r.cpu for r in sc.readers}
+            assert h.victim != 0 and h.victim2 != 0 if h.victim2 else h.victim != 0
 
 
 def test_generated_mix_covers_every_ingredient():
@@ -39,7 +39,15 @@ def test_generated_mix_covers_every_ingredient():
     assert {sc.cpus for sc in scs} >= {2, 3, 4, 8}
     assert any(sc.hotplug for sc in scs) and any(sc.faults for sc in scs)
     assert any(sc.seamdb_capacity == 1 for sc in scs) and any(len(sc.updates) == 3 for sc in scs)
-    assert any(t.race for sc in scs for t in sc.tds) and any(q.handler == "seamldr_info" for sc in scs for q in sc.irqs)
+    assert any(t.race for sc in scs for t in sc.tds)
+    assert not any(q.handler == "seamldr_info" for sc in scs for q in sc.irqs)  # merged: no interrupt-context callers
+    assert any(q.handler == "nmi" for sc in scs for q in sc.irqs)
+    assert any(q.handler == "seamldr_info" for s in range(100) for q in generate(s, kernel="v4").irqs)
+    assert any(sc.sockets == 2 for sc in scs) and any(h.victim2 for sc in scs for h in sc.hotplug)
+    # busy victims: a reader or a TD starts on a CPU that goes offline (its tasks migrate)
+    assert any(h.victim in {r.cpu for r in sc.readers} | {t.cpu for t in sc.tds} for sc in scs for h in sc.hotplug)
+    assert any(u.relocation for sc in scs for u in sc.updates) and any(u.alloc_fail for sc in scs for u in sc.updates)
+    assert any(f.startswith(("TDH_MNG_CREATE", "TDH_VP_ENTER")) for sc in scs for f in sc.faults)
     assert {u.image for sc in scs for u in sc.updates} == {"good", "bad-header", "bad-sig", "bad-hash"}
     assert any(u.aslr_entropy for sc in scs for u in sc.updates)
     assert any("#*" in f for sc in scs for f in sc.faults)

@@ -93,7 +93,8 @@ def test_pct_catches_mutations_too():
     # at once; fine-grained overlaps (no-lock) need a change point inside a P-SEAMLDR call and are
     # the random draw's strength
     for mutation in ("skip-lp-init", "no-abort", "ack-before-work", "no-irqsave"):
-        assert any(run_seed(s, cpus=4, mutations=(mutation,), schedule="pct").violations for s in range(20)), mutation
+        assert any(run_seed(s, cpus=4, mutations=(mutation,), schedule="pct", kernel="v4").violations
+                   for s in range(20)), mutation
 
 
 def test_exhaustive_counts_distinct_schedules_and_covers_the_bound():
@@ -122,3 +123,17 @@ def test_exhaustive_finds_the_no_lock_overlap_and_its_schedule_replays():
 def test_exhaustive_three_cpus_is_cut_off_at_the_cap():
     ex = explore(tiny(cpus=3, reader=False), preemptions=1, max_schedules=25)
     assert ex.schedules == 25 and not ex.exhausted and not ex.failing
+
+
+def test_pct_horizon_is_measured_so_change_points_fall_inside_the_run():
+    """With a fixed horizon of 1500 decisions most runs (a few hundred) never reached a change
+    point; with the measured one every run reaches its first, and most reach both."""
+    from tdxseam.sim.scenario import generate
+    from tdxseam.sim.schedules import PctPolicy
+
+    stats = [run_seed(s, cpus=4, schedule="pct").stats for s in range(12)]
+    assert all(st["pct_horizon"] < 1500 and st["pct_changes"] >= 1 for st in stats), stats
+    assert sum(st["pct_changes"] == 2 for st in stats) >= 8, stats
+    # the old fixed horizon: the first change point lies past the run's decisions for most seeds
+    late = sum(PctPolicy(s, horizon=1500).change_points[0] > st["pct_horizon"] for s, st in enumerate(stats))
+    assert late >= 8 and generate(0, cpus=4).cpus == 4

@@ -178,7 +178,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
              synthetic: bool = False, module_version: ModuleVersion | None = None,
              probe: Probe | None = None,
-             progress: Callable[[Progress], None] | None = None) -> DemoResult:
+             progress: Callable[[Progress], None] | None = None, kernel: str = "merged") -> DemoResult:
     """`module_version` is the --module-version of the `to` module (for a file that states nothing).
 
     Both modules are identified before the host boots: a version that disagrees or cannot be
@@ -193,7 +193,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
     # the emulated platform is told what the two binaries are (a real module knows it itself)
     host = EmulatedHost(cpus, seed=seed, module=src.image, trace=False, cpuid_1_eax=cpuid,
                         seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
-                        known_modules=(src.identity, dst.identity))
+                        known_modules=(src.identity, dst.identity), kernel=kernel)
     k = host.kernel
     dev = tdx_host_init(k)
     before = host.run_on(0, dev.version_show)

@@ -32,9 +32,10 @@ class BootError(RuntimeError):
     """The emulated host did not come up (a model bug, an impossible configuration, or a fault
     planted at boot); `dmesg` is what the kernel printed until then."""
 
-    def __init__(self, message: str, dmesg: str = "") -> None:
+    def __init__(self, message: str, dmesg: str = "", errno: int = -1) -> None:
         super().__init__(message)
         self.dmesg = dmesg
+        self.errno = errno
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,16 @@ class EmulatedHost:
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
                  cpuid_1_eax: int | None = None, trust_test_key: bool = True,
                  known_modules: Iterable[ModuleIdentity] = (),
-                 boot_faults: Any = None) -> None:
+                 boot_faults: Any = None, kernel: str | Any = None, sockets: int = 1) -> None:
+        # what a platform reset rebuilds from (reboot())
+        self._platform = dict(cpus=cpus, seed=seed, module=module, seamldr=seamldr, mutations=mutations,
+                              trace=trace, erratum=erratum, max_steps=max_steps, cpuid_1_eax=cpuid_1_eax,
+                              trust_test_key=trust_test_key, known_modules=tuple(known_modules),
+                              kernel=kernel, sockets=sockets)
+        self.tdx_error = 0  # after kexec: the new kernel's TDX init error (0: TDX usable)
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
-                               seamret_invd_vmcs_erratum=erratum, **kw)
+                               seamret_invd_vmcs_erratum=erratum, sockets=sockets, **kw)
         self.fw = SeamFirmware(self.machine)
         if seamldr is None and cpus > MAX_NUM_OF_LPS:
             # The 1.5 P-SEAMLDR's LP bitmaps hold 1024 LPs; a bigger emulated platform gets a
@@ -84,8 +91,8 @@ class EmulatedHost:
         # A "test" host (the default) trusts the deterministic test key besides Intel's.
         trusted = (INTEL_KEY_HASH, signing_key().key_hash) if trust_test_key else (INTEL_KEY_HASH,)
         self.pseamldr = PSeamldr(self.fw, seamldr, trusted_key_hashes=trusted)
-        self.kernel = Kernel(self.machine, mutations=mutations)
-        for ident in known_modules:  # what the binaries are, as resolved from their files
+        self.kernel = Kernel(self.machine, mutations=mutations, profile=kernel)
+        for ident in self._platform["known_modules"]:  # what the binaries are, as resolved from their files
             self.fw.known_modules[bytes(ident.seamhash)] = ident
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
         if boot_faults is not None:
@@ -141,12 +148,57 @@ class EmulatedHost:
         self.run_on(0, tdx_init, self.kernel)
         for cpu, ret in enumerate(self.run_each(cpu_up)):
             if ret:
-                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}", self.kernel.dmesg_text())
+                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}", self.kernel.dmesg_text(), ret)
 
-        ret = self.run_on(0, tdx_enable, self.kernel)
+        from tdxseam.platform.sched import WaitQueue
+
+        wq = WaitQueue(self.sched, "boot")
+
+        def on(cpu: int, fn: Callable[[], int]) -> int:
+            """Run fn on `cpu` (KEY.CONFIG on each package) and wait for its result."""
+            box: list[int] = []
+
+            def body() -> None:
+                box.append(fn())
+                wq.notify_all()
+
+            self.sched.spawn(self.machine.cpus[cpu], body)
+            self.kernel.this_cpu().sleep_until(wq, lambda: bool(box), "boot: KEY.CONFIG")
+            return box[0]
+
+        ret = self.run_on(0, tdx_enable, self.kernel, on)
         if ret:
-            raise BootError(f"TDX module configuration failed: errno {ret}", self.kernel.dmesg_text())
+            raise BootError(f"TDX module configuration failed: errno {ret}", self.kernel.dmesg_text(), ret)
         self.fw.stats.__init__()  # boot traffic is not part of what callers measure
+
+    # ---- crash, reboot, kexec --------------------------------------------------------------------
+
+    def crash(self) -> None:
+        """The kernel dies where it stands: every task is abandoned mid-flight."""
+        self.sched._kill_all()
+        self.machine.emit("crash", "kernel panic")
+
+    def reboot(self) -> EmulatedHost:
+        """A platform reset: SEAMRR is cleared, so nothing of SEAM survives (not the module a
+        runtime update installed, not the SEAMDB: `num_remaining_updates` is back to its boot
+        value); the BIOS loads its boot module again and a fresh kernel boots. Returns the new host."""
+        self.crash()
+        return EmulatedHost(**self._platform)
+
+    def kexec(self) -> int:
+        """Boot a new kernel without a platform reset: SEAM keeps its state (the running module,
+        initialised or lost, the SEAMDB and its remaining updates); the new kernel finds a module
+        it did not initialise. Returns the new kernel's TDX init errno (0: TDX usable)."""
+        self.crash()
+        p = self._platform
+        self.kernel = Kernel(self.machine, mutations=p["mutations"], profile=p["kernel"])
+        try:
+            self._boot()
+            self.tdx_error = 0
+        except BootError as e:
+            self.tdx_error = e.errno or -1
+        self.machine.emit("kexec", f"TDX init {self.tdx_error}")
+        return self.tdx_error
 
     # ---- running host code ----------------------------------------------------------------------
 

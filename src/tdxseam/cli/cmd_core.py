@@ -7,6 +7,7 @@ import json
 import typer
 
 from tdxseam.cli import app, exits
+from tdxseam.cli.options import check_kernel, kernel_option
 
 
 def _check_cpus(cpus: int) -> None:
@@ -60,20 +61,22 @@ def stress(
     unserialized: bool = typer.Option(False, "--unserialized", help="Call the P-SEAMLDR without seamldr_lock."),
     no_irqsave: bool = typer.Option(False, "--no-irqsave", help="Take seamldr_lock with interrupts left on."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the summary."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports."""
     _check_cpus(cpus)
+    check_kernel(kernel)
     if calls < 0:
         raise exits.CliError("--calls must not be negative", exits.USAGE)
     from tdxseam.sim.stress import run_stress
 
     res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
-                           no_irqsave=no_irqsave, trace=trace)
+                           no_irqsave=no_irqsave, trace=trace, kernel=kernel)
     if as_json:
         print(json.dumps(res.to_json(), sort_keys=True))
     else:
-        print(f"seed {res.seed}: {res.cpus} CPUs, {res.calls} P-SEAMLDR calls "
+        print(f"seed {res.seed}: kernel {res.kernel}, {res.cpus} CPUs, {res.calls} P-SEAMLDR calls "
               f"({res.irq_calls} from interrupt handlers), {res.steps} scheduler steps")
         print(f"failed: {res.failed}   max inside the P-SEAMLDR at once: {res.max_inside}   "
               f"turned away (VMfailInvalid): {res.refused}")

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from tdxseam.cli import app, exits
+from tdxseam.cli.options import check_kernel, kernel_option
 
 
 @app.command()
@@ -23,6 +24,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Use synthetic test-signed modules even when Intel's are at hand."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot a host running a module, start TDs, update the module in place, show what survived.
@@ -33,6 +35,7 @@ def demo(
     """
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
+    check_kernel(kernel)
     if synthetic and catalog:
         raise exits.CliError("--synthetic and --catalog exclude each other", exits.USAGE)
     if not 0 <= tds <= 63:
@@ -74,7 +77,8 @@ def demo(
         bar.start()
     try:
         r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
-                     synthetic=synthetic, module_version=option, probe=probe, progress=show)
+                     synthetic=synthetic, module_version=option, probe=probe, progress=show,
+                     kernel=kernel)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from tdxseam.cli import app, exits
+from tdxseam.cli.options import check_kernel, kernel_option
 
 DRAIN_STEPS = 20_000_000  # far beyond any update; bounds the wait should the model livelock
 
@@ -136,6 +137,7 @@ def emulate(
                                     help="Make a SEAMCALL fail after boot, e.g. "
                                          "P_SEAMLDR_INSTALL@1=EBADHASH or TDH_SYS_SHUTDOWN=TDX_SYS_BUSY "
                                          "(N: the n-th matching call, * for every one). Repeatable."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the ready and stopped lines as JSON."),
     debug: bool = typer.Option(False, "--fuse-debug", hidden=True),
 ) -> None:
@@ -148,6 +150,7 @@ def emulate(
     user (the mount allows other users when permitted). A line on stdout says when the files are
     ready; the last line gives the final state (module version, last upload, TDs).
     """
+    check_kernel(kernel)
     if step_delay < 0:
         raise exits.CliError("--step-delay must not be negative", exits.USAGE)
     if not 1 <= cpus <= 4096:
@@ -210,7 +213,7 @@ def emulate(
     if cpus > build.max_lps:
         build = replace(build, max_lps=cpus)
     host_kw = dict(module=boot_module, seamldr=build, erratum=erratum,
-                   trust_test_key=not intel_key_only, known_modules=known)
+                   trust_test_key=not intel_key_only, known_modules=known, kernel=kernel)
     if cpuid_1_eax is not None:
         host_kw["cpuid_1_eax"] = cpuid_1_eax
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from tdxseam.cli import app, exits
+from tdxseam.cli.options import check_kernel, kernel_option
 
 sim_app = typer.Typer(
     name="sim",
@@ -63,6 +64,17 @@ def _print_result(r, as_json: bool, *, trace: bool, extra: dict | None = None) -
         sys.stdout.write(r.trace.text())
 
 
+def _load_scenario(path: Path):
+    from tdxseam.sim.scenario import Scenario
+
+    try:
+        return Scenario.loads(path.read_text())
+    except OSError as e:
+        raise exits.CliError(f"{path}: {e.strerror or e}", exits.BAD_INPUT) from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise exits.CliError(f"{path}: not a scenario: {e}", exits.BAD_INPUT) from None
+
+
 @sim_app.command("run")
 def sim_run(
     seed: int = typer.Option(0, "--seed", help="The seed: it fixes the scenario and the interleaving."),
@@ -72,25 +84,24 @@ def sim_run(
     scenario: Path = typer.Option(None, "--scenario", metavar="FILE",
                                   help="Run this scenario (JSON, e.g. from `sim replay --shrink-out`) instead of generating one."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the report."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Generate the scenario of --seed, run it with every invariant checked, report; exit 1 on a violation."""
+    """Generate the scenario of --seed, run it with every invariant checked, report; exit 1 on a violation.
+
+    A --scenario file carries its own kernel profile; --kernel applies to generated scenarios."""
     muts = _check(cpus, mutate, schedule)
+    check_kernel(kernel)
     from tdxseam.sim.runner import replay_command, run_scenario
     from tdxseam.sim.scenario import Scenario, generate
 
     if scenario is not None:
-        try:
-            sc = Scenario.loads(scenario.read_text())
-        except OSError as e:
-            raise exits.CliError(f"{scenario}: {e.strerror or e}", exits.BAD_INPUT) from None
-        except (ValueError, TypeError, KeyError) as e:
-            raise exits.CliError(f"{scenario}: not a scenario: {e}", exits.BAD_INPUT) from None
+        sc = _load_scenario(scenario)
         again = f"tdxseam sim run --scenario {scenario}" + "".join(f" --mutate {m}" for m in muts) + (
             f" --schedule {schedule}" if schedule != "random" else "")
     else:
-        sc = generate(seed, cpus=cpus)
-        again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule)
+        sc = generate(seed, cpus=cpus, kernel=kernel)
+        again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule, kernel=kernel)
     r = run_scenario(sc, mutations=muts, schedule=schedule, trace=True)
     _print_result(r, as_json, trace=trace, extra={"replay": again})
     if r.violations:
@@ -107,13 +118,15 @@ def sim_replay(
     do_shrink: bool = typer.Option(False, "--shrink", help="Shrink a failing scenario to a smaller one that still fails."),
     shrink_out: Path = typer.Option(None, "--shrink-out", metavar="FILE",
                                     help="With --shrink: write the smaller scenario here (run it with `sim run --scenario`)."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte."""
     muts = _check(cpus, mutate, schedule)
+    check_kernel(kernel)
     from tdxseam.sim.replay import replay, shrink
 
-    r = replay(seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True)
+    r = replay(seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True, kernel=kernel)
     extra = {}
     if do_shrink:
         if not r.violations:
@@ -142,10 +155,13 @@ def sim_campaign(
     stop_at_first: bool = typer.Option(False, "--stop-at-first", help="Stop once the lowest failing seed is known."),
     ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (needs the ray package)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: start a local one)."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (runs, violations, failing_seeds, seconds, ...)."),
 ) -> None:
-    """Run many seeds in parallel; print the summary and every failing seed with its replay command."""
+    """Run many seeds in parallel; print the summary, the coverage table and every failing seed
+    with its replay command."""
     muts = _check(cpus, mutate, schedule)
+    check_kernel(kernel)
     if runs < 0:
         raise exits.CliError("--runs must not be negative", exits.USAGE)
     if jobs is not None and jobs < 1:
@@ -155,13 +171,14 @@ def sim_campaign(
     if ray and not ray_available():
         raise exits.CliError("--ray needs the ray package (pip install 'tdxseam[ray]')", exits.USAGE)
     res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
-                       stop_at_first=stop_at_first, backend="ray" if ray else "process", ray_address=ray_address)
+                       stop_at_first=stop_at_first, backend="ray" if ray else "process", ray_address=ray_address,
+                       kernel=kernel)
     if as_json:
         print(json.dumps(res.to_json(), sort_keys=True))
     else:
         what = f" with {', '.join(muts)}" if muts else ""
         print(f"campaign{what}: seeds {seed}..{seed + res.runs - 1}, {res.runs} runs, {res.jobs} job(s), "
-              f"schedule {schedule}")
+              f"schedule {schedule}, kernel {kernel}")
         print(f"violations: {res.violations} in {len(res.failing)} failing seed(s)")
         if res.kinds:
             print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(res.kinds.items())))
@@ -172,9 +189,11 @@ def sim_campaign(
             print(f"    replay: {f.replay}")
         if len(res.failing) > 50:
             print(f"  ... and {len(res.failing) - 50} more failing seeds (--json lists them all)")
+        for line in res.coverage_lines():
+            print(line)
         rate = res.runs / res.seconds if res.seconds else 0.0
         print(f"{res.seconds:.1f} s, {rate:.1f} runs/s, {res.steps} scheduler steps")
-    if res.violations:
+    if res.violations or res.missing_sometimes:
         raise typer.Exit(exits.FAILED)
 
 
@@ -190,10 +209,15 @@ def sim_explore(
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
     choices: str = typer.Option(None, "--choices", metavar="POINT:RANK...",
                                 help="Run just this schedule (as printed for a failing one) and print its trace."),
+    scenario: Path = typer.Option(None, "--scenario", metavar="FILE",
+                                  help="Explore this scenario (JSON, e.g. from `sim replay --shrink-out`) "
+                                       "instead of the small built-in one."),
+    kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run one small update scenario under every schedule within the bounds; report how many."""
     muts = _check(cpus, mutate, "random")
+    check_kernel(kernel)
     if not 1 <= cpus <= 8:
         raise exits.CliError("explore is for small hosts: --cpus 1..8", exits.USAGE)
     from tdxseam.seam.faults import FaultSpecError, parse_fault_spec
@@ -205,7 +229,11 @@ def sim_explore(
             parse_fault_spec(fault)
         except FaultSpecError as e:
             raise exits.CliError(str(e), exits.USAGE) from None
-    sc = tiny(seed, cpus=cpus, reader=reader, fault=fault)
+    if scenario is not None:
+        sc = _load_scenario(scenario)
+        cpus, seed = sc.cpus, sc.seed
+    else:
+        sc = tiny(seed, cpus=cpus, reader=reader, fault=fault, kernel=kernel)
     if choices is not None:
         try:
             ranks = parse_compact(choices)

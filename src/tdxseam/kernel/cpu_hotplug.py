@@ -12,6 +12,9 @@ The hotplug state machine's callbacks run on the CPU concerned, in its `cpuhp/N`
   that matters here is KVM's TDX callback (`tdx_online_cpu` -> `tdx_cpu_enable`), which runs
   TDH.SYS.LP.INIT on a CPU that has not done it for the running module. If that fails, the CPU
   is rolled back offline and the error returned, as a failing cpuhp callback does.
+- going down, TDX's teardown callback (`tdx_offline_cpu`) refuses (-EBUSY) to take the last
+  online CPU of a package while TDX KeyIDs are in use: reclaiming a KeyID needs
+  TDH.PHYMEM.PAGE.WBINVD on every package.
 CPU 0 (the boot CPU, the update's lead) is never taken offline.
 """
 
@@ -45,8 +48,42 @@ def _run_on(k: Kernel, cpu_id: int, fn, what: str) -> int:
     return box[0]
 
 
+def tdx_offline_cpu(k: Kernel, cpu_id: int) -> int:
+    """TDX's cpuhp teardown callback: 0, or -EBUSY for the last online CPU of a package while
+    any TDX KeyID is in use."""
+    from tdxseam.kernel.kvm_tdx import kvm_tdx
+
+    if not kvm_tdx(k).keyids:
+        return 0  # no TD: any CPU may go
+    m = k.machine
+    pkg = m.package_of(cpu_id)
+    if any(c.id != cpu_id and m.package_of(c.id) == pkg for c in m.online_cpus()):
+        return 0
+    k.pr_info("virt/tdx: ", f"TDX requires all packages to have an online CPU (cpu{cpu_id} is the last of "
+           f"package {pkg}). Delete all TDs in order to offline all CPUs of a package.")
+    return -errno.EBUSY
+
+
+def _migrate_tasks_away(k: Kernel, cpu_id: int) -> None:
+    """The tasks of a CPU going offline move to an online CPU of its package (else any online
+    CPU); its own per-CPU threads (cpuhp, stoppers, interrupt entries) stay."""
+    m = k.machine
+    cpu = m.cpus[cpu_id]
+    pkg = m.package_of(cpu_id)
+    online = m.online_cpus()
+    target = next((c for c in online if m.package_of(c.id) == pkg), online[0])
+    me = m.sched.current
+    for t in list(cpu.runqueue):
+        if t is me or t.done or t.name.endswith(f"/{cpu_id}") or t.name.endswith(f"-cpu{cpu_id}"):
+            continue
+        m.sched.migrate(t, target)
+        k.cpuhp_migrations = getattr(k, "cpuhp_migrations", 0) + 1
+        m.emit("migrate", f"{t.name} -> cpu{target.id}")
+
+
 def cpu_down(k: Kernel, cpu_id: int) -> int:
-    """Take `cpu_id` offline (device_offline). 0, or -EBUSY for the boot CPU, -EINVAL if no such CPU."""
+    """Take `cpu_id` offline (device_offline). 0, or -EBUSY for the boot CPU or the last CPU of a
+    package while TDs hold KeyIDs, -EINVAL if no such CPU."""
     m = k.machine
     if not 0 <= cpu_id < m.ncpus:
         return -errno.EINVAL
@@ -59,10 +96,14 @@ def cpu_down(k: Kernel, cpu_id: int) -> int:
             return 0
 
         def teardown() -> int:
+            ret = tdx_offline_cpu(k, cpu_id)
+            if ret:
+                return ret  # a failing teardown callback leaves the CPU online
             flags = local_irq_save(k)
             try:
                 cpu.online = False
                 m.emit("cpu-offline", f"cpu{cpu_id}")
+                _migrate_tasks_away(k, cpu_id)
             finally:
                 local_irq_restore(k, flags)
             return 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from tdxseam import get_logger
 from tdxseam.kernel.locks import Lockdep, RawSpinlock
+from tdxseam.kernel.profile import KernelProfile, get_profile
 from tdxseam.platform.cpu import Cpu
 from tdxseam.platform.machine import Machine
 
@@ -24,7 +25,11 @@ MUTATIONS = {
     "ack-before-work": "CPUs ack a lockstep state before doing its work",
     "skip-lp-init": "one CPU skips TDH.SYS.LP.INIT after the install",
     "no-hotplug-lock": "the update runs without holding the CPU-hotplug lock",
-    "update-during-td-build": "the update does not wait for TD builds in flight",
+    "update-during-td-build": "the update ignores TD builds in flight (no kernel gate, no compat flag)",
+    "leak-params": "a failed update does not free its seamldr_params pages",
+    "keep-build-gate": "an update that fails after taking the TD-build gate never releases it",
+    "cached-remaining": "num_remaining_updates is read once and cached",
+    "racy-ack": "ack_state updates the ack counters without update_ctrl.lock",
 }
 
 
@@ -43,13 +48,18 @@ class KernelLogLine:
 
 
 class Kernel:
-    def __init__(self, machine: Machine, *, mutations: frozenset[str] | set[str] = frozenset()) -> None:
+    def __init__(self, machine: Machine, *, mutations: frozenset[str] | set[str] = frozenset(),
+                 profile: str | KernelProfile | None = None) -> None:
+        self.profile = get_profile(profile)
         unknown = set(mutations) - set(MUTATIONS)
         if unknown:
             raise ValueError(f"unknown mutation(s): {', '.join(sorted(unknown))}")
         self.machine = machine
         self.mutations = frozenset(mutations)
         self.lockdep = Lockdep(self)
+        from tdxseam.kernel.kcsan import Kcsan
+
+        self.kcsan = Kcsan()
         self.percpu = [PerCpu(stack_pa=machine.mem.alloc_page()) for _ in machine.cpus]
         self.dmesg: list[KernelLogLine] = []
         self.warnings = 0

@@ -2,9 +2,12 @@
 
 A TD build spans many SEAMCALLs (MNG.CREATE, MNG.INIT, VP.CREATE/INIT, MEM.PAGE.ADD, MR.EXTEND,
 MR.FINALIZE). A TD-preserving update that lands between them can corrupt the TD's measurement on
-modules without Update Compatibility (spec-linux.md §9). tdxseam's kernel therefore holds a build
-read-side on `td_build_lock` for the whole build, and the update takes it for write with a trylock
-(-EBUSY, reported as "device-busy", as the v10 posting did): the update never runs mid-build.
+modules without Update Compatibility (spec-linux.md §9). Builds hold the read side of
+`td_build_lock` for the whole build; with the v4 profile's kernel gate (`td_build_guard`
+"kernel", tdxseam's seed design) the update takes it for write with a trylock (-EBUSY,
+"device-busy"), so it never runs mid-build. v10 asks the module instead (TDH.SYS.SHUTDOWN with
+AVOID_COMPAT_SENSITIVE); merged has no guard. The KeyIDs of live TDs are tracked for
+`tdx_offline_cpu`.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class KvmTdx:
     build_lock: TdBuildLock = field(default_factory=TdBuildLock)
     tds: list[KvmTd] = field(default_factory=list)
     next_hkid: int = 1
+    # TDX private KeyIDs allocated to TDs (tdx_guest_keyid_pool): a failed build frees its own
+    keyids: set[int] = field(default_factory=set)
 
 
 def kvm_tdx(k: Kernel) -> KvmTdx:
@@ -92,9 +97,15 @@ def tdx_td_create(k: Kernel, *, nr_vcpus: int = 1, nr_pages: int = 2, seed: int 
     st = kvm_tdx(k)
     if not st.build_lock.build_begin():
         return -errno.EBUSY, None
+    hkid = st.next_hkid
+    ok = False
     try:
-        return _build(k, st, nr_vcpus, nr_pages, seed, measure)
+        ret, td = _build(k, st, nr_vcpus, nr_pages, seed, measure)
+        ok = ret == 0
+        return ret, td
     finally:
+        if not ok:
+            st.keyids.discard(hkid)
         st.build_lock.build_end()
 
 
@@ -115,6 +126,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
     if st.next_hkid > k.machine.num_private_hkids:
         return -errno.ENOSPC, None
     td = KvmTd(tdr_pa=mem.alloc_page(), hkid=st.next_hkid)
+    st.keyids.add(td.hkid)
     st.next_hkid += 1
     ret = _call(k, TdxLeaf.TDH_MNG_CREATE, rcx=td.tdr_pa, rdx=td.hkid)
     if ret:

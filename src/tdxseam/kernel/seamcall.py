@@ -1,8 +1,9 @@
 """SEAMCALL wrappers: the asm stub's fault fix-ups, the entropy retry, and error printing.
 
-Mirrors `seamcall_internal.h` (spec-linux.md §2). The retry loop retries only an exact
-TDX_RND_NO_ENTROPY, and only for TDX module leaves: the P-SEAMLDR has its own no-entropy code,
-which the merged kernel treats as a plain failure.
+Mirrors `seamcall_internal.h` (spec-linux.md §2). The retry loop retries an exact
+TDX_RND_NO_ENTROPY on any leaf, P-SEAMLDR leaves included (there is no special casing upstream);
+the P-SEAMLDR's own no-entropy code (SEAMLDR_RND_NO_ENTROPY) is a different value and is a plain
+failure.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT
 from tdxseam.formats.status import TdxStatus, seamcall_errno  # noqa: F401 (re-exported)
 from tdxseam.kernel.locks import preempt_disable, preempt_enable
 from tdxseam.platform.cpu import Regs, SeamcallEnd
@@ -37,7 +37,7 @@ def __seamcall(k: Kernel, fn: int, args: Regs) -> int:
 
 
 def sc_retry(k: Kernel, fn: int, args: Regs) -> int:
-    """Issue the call, retrying a TDX module's TDX_RND_NO_ENTROPY up to RDRAND_RETRY_LOOPS times."""
+    """Issue the call, retrying TDX_RND_NO_ENTROPY (whatever the leaf) up to RDRAND_RETRY_LOOPS times."""
     retry = RDRAND_RETRY_LOOPS
     while True:
         preempt_disable(k)
@@ -45,7 +45,7 @@ def sc_retry(k: Kernel, fn: int, args: Regs) -> int:
         k.this_percpu().cache_state_incoherent = True
         ret = __seamcall(k, fn, args)
         preempt_enable(k)
-        if ret != TdxStatus.TDX_RND_NO_ENTROPY or fn & SEAMLDR_LEAF_BIT:
+        if ret != TdxStatus.TDX_RND_NO_ENTROPY:
             return ret
         retry -= 1
         if retry == 0:

@@ -1,10 +1,12 @@
 """The P-SEAMLDR driver: every call goes through `seamldr_call` (seamldr.c, spec-linux.md §3).
 
 Only one logical CPU may be inside the P-SEAMLDR at a time; hardware fails a second one with
-VMfailInvalid. So every call, sysfs reads included, takes one global raw spinlock. The lock is taken
-with interrupts saved and disabled (the v4 design tdxseam follows): calls may come from interrupt
-context, and an interrupt whose handler called the P-SEAMLDR on a CPU already holding the lock would
-spin on it forever.
+VMfailInvalid. So every call, sysfs reads included, takes one global raw spinlock. Its flavour is a
+profile switch (`kernel/profile.py`): v4 took it with interrupts saved and disabled, because calls
+might come from interrupt context and an interrupt whose handler called the P-SEAMLDR on a CPU
+already holding the lock would spin on it forever; from v5 on (and merged) it is a plain raw
+spinlock, since no interrupt path calls the P-SEAMLDR (it is raw because stop_machine takes it
+with interrupts off).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.leaves import SeamldrLeaf
 from tdxseam.formats.seamldr_params import SEAMLDR_SCENARIO_UPDATE, SeamldrParams
 from tdxseam.formats.seamldr_info import SEAMLDR_INFO_ALIGN, SEAMLDR_INFO_SIZE, SeamldrInfo
+from tdxseam.kernel.kcsan import kcsan_access
 from tdxseam.kernel.locks import (
     RawSpinlock,
     raw_spin_lock,
@@ -49,7 +52,7 @@ def seamldr_call(k: Kernel, fn: int, args: Regs) -> int:
     site = call_site()
     if "no-lock" in k.mutations:
         return seamcall_prerr(k, PR_FMT, fn, args)
-    if "no-irqsave" in k.mutations:
+    if not k.profile.seamldr_lock_irqsave or "no-irqsave" in k.mutations:
         raw_spin_lock(k.seamldr_lock, site)
         try:
             return seamcall_prerr(k, PR_FMT, fn, args)
@@ -165,21 +168,35 @@ def free_seamldr_params(k: Kernel, p: InstallParams) -> None:
 
 
 def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
-    """The last CPU to ack a state advances everyone, unless some CPU failed."""
-    raw_spin_lock(ctrl.lock)
+    """The last CPU to ack a state advances everyone, unless some CPU failed.
+
+    The counters are touched under `update_ctrl.lock`; `num_failed` and `state` are also read
+    by the spinning CPUs without it, so they are written with WRITE_ONCE (marked for KCSAN).
+    """
+    racy = "racy-ack" in k.mutations
+    if not racy:
+        raw_spin_lock(ctrl.lock)
     try:
         if result and "no-abort" not in k.mutations:
+            kcsan_access(k, "update_ctrl", "num_failed", write=False)
+            kcsan_access(k, "update_ctrl", "num_failed", write=True, marked=True)
             ctrl.num_failed += 1
-        ctrl.num_ack += 1
+        kcsan_access(k, "update_ctrl", "num_ack", write=False)
+        num_ack = ctrl.num_ack + 1
+        kcsan_access(k, "update_ctrl", "num_ack", write=True)
+        ctrl.num_ack = num_ack
         ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
         if ctrl.num_ack == ctrl.num_cpus and ctrl.num_failed == 0:
+            kcsan_access(k, "update_ctrl", "num_ack", write=True)
             ctrl.num_ack = 0
+            kcsan_access(k, "update_ctrl", "state", write=True, marked=True)
             ctrl.state += 1  # after DONE it becomes 6, which nobody reads
             ctrl.wq.notify_all()
         elif result and ctrl.num_failed:
             ctrl.wq.notify_all()  # spinning CPUs leave at their next loop test
     finally:
-        raw_spin_unlock(ctrl.lock)
+        if not racy:
+            raw_spin_unlock(ctrl.lock)
 
 
 def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: InstallParams) -> int:
@@ -208,6 +225,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
     abort = "no-abort" not in k.mutations
     ctrl.entered.append(cpu.id)
     while True:
+        kcsan_access(k, "update_ctrl", "state", write=False, marked=True)  # READ_ONCE
         newstate = ctrl.state
         if newstate != curstate:
             curstate = ModuleUpdateState(newstate)
@@ -225,6 +243,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
             # cpu_relax(): parked until the state moves or a CPU fails
             cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
                            "module update state")
+        kcsan_access(k, "update_ctrl", "num_failed", write=False, marked=True)  # READ_ONCE
         if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
             return ret
@@ -237,28 +256,44 @@ def seamldr_install_module(k: Kernel, data: bytes) -> int:
         return ret
     from tdxseam.kernel.kvm_tdx import kvm_tdx
 
-    # tdxseam's own rule (v10 had one too): never hand off a TD whose build is half done.
+    failed = True
+    # profile "kernel": never hand off a TD whose build is half done (tdxseam's seed design)
     build_lock = kvm_tdx(k).build_lock
-    guard_builds = "update-during-td-build" not in k.mutations
-    if guard_builds and not build_lock.update_trylock():
-        free_seamldr_params(k, params)
-        return -errno.EBUSY
+    guard_builds = k.profile.td_build_guard == "kernel" and "update-during-td-build" not in k.mutations
+    gated = False
     hotplug = "no-hotplug-lock" not in k.mutations
     try:
+        if guard_builds:
+            if not build_lock.update_trylock():
+                return -errno.EBUSY
+            gated = True
+        if k.profile.precheck_remaining:  # v4: refuse when the SEAMDB is full
+            ret, info = seamldr_get_info(k)
+            if ret:
+                return ret
+            if info.num_remaining_updates == 0:
+                return -errno.ENOSPC
         if hotplug:
             k.cpu_hotplug_lock.read_lock()
         try:
+            # v4: every CPU must be online (errno unconfirmed; dropped in v5)
+            if k.profile.refuse_offline_cpus and len(k.machine.online_cpus()) != k.machine.ncpus:
+                return -errno.EINVAL
             ctrl = UpdateCtrl(lock=RawSpinlock(k, "update_ctrl.lock"),
                               wq=WaitQueue(k.machine.sched, "update_ctrl"),
                               state=ModuleUpdateState.MODULE_UPDATE_SHUTDOWN,
                               num_cpus=len(k.machine.online_cpus()))
+            k.kcsan.forget("update_ctrl")  # fresh control data: earlier accesses do not count
             k.last_update_ctrl = ctrl
-            return stop_machine_cpuslocked(
+            ret = stop_machine_cpuslocked(
                 k, lambda p: do_seamldr_install_module(k, ctrl, p), params)
+            failed = ret != 0
+            return ret
         finally:
             if hotplug:
                 k.cpu_hotplug_lock.read_unlock()
     finally:
-        if guard_builds:
+        if gated and not (failed and "keep-build-gate" in k.mutations):
             build_lock.update_unlock()
-        free_seamldr_params(k, params)
+        if not (failed and "leak-params" in k.mutations):
+            free_seamldr_params(k, params)

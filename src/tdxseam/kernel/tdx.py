@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.leaves import TdxLeaf
-from tdxseam.formats.metadata import MdField
+from tdxseam.formats.metadata import TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE, MdField
+from tdxseam.formats.status import TDX_SEAMCALL_STATUS_MASK, TdxStatus
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.locks import RawSpinlock, raw_spin_lock, raw_spin_unlock
-from tdxseam.kernel.seamcall import seamcall_prerr, seamcall_prerr_ret
+from tdxseam.kernel.seamcall import seamcall, seamcall_err, seamcall_prerr, seamcall_prerr_ret
 from tdxseam.platform.cpu import Regs
 
 if TYPE_CHECKING:
@@ -109,17 +110,25 @@ def tdx_cpu_enable(k: Kernel) -> int:
     return 0
 
 
-def tdx_module_config(k: Kernel) -> int:
+def tdx_module_config(k: Kernel, run_on=None) -> int:
     """Boot-only configuration after every CPU ran LP.INIT (CONFIG, KEY.CONFIG, TDMR.INIT).
 
-    tdxseam models no TDMR or PAMT memory, so each is one call on the lead CPU (KEY.CONFIG once
-    per package, which on a one-package emulated host is once).
+    tdxseam models no TDMR or PAMT memory, so CONFIG and TDMR.INIT are one call each on the lead
+    CPU; KEY.CONFIG runs once on one CPU of every package (`run_on(cpu, fn)` runs it there; without
+    it, on this CPU, which is enough on a one-package host).
     """
-    for leaf in (TdxLeaf.TDH_SYS_CONFIG, TdxLeaf.TDH_SYS_KEY_CONFIG, TdxLeaf.TDH_SYS_TDMR_INIT):
-        ret = seamcall_prerr(k, PR_FMT, leaf, Regs())
+    ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_CONFIG, Regs())
+    if ret:
+        return ret
+    m = k.machine
+    firsts = sorted({m.package_of(c.id): c.id for c in reversed(m.online_cpus())}.values())
+    for cpu in firsts:
+        def key_config() -> int:
+            return seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_KEY_CONFIG, Regs())
+        ret = run_on(cpu, key_config) if run_on is not None and len(firsts) > 1 else key_config()
         if ret:
             return ret
-    return 0
+    return seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_TDMR_INIT, Regs())
 
 
 def tdx_init(k: Kernel) -> None:
@@ -131,10 +140,11 @@ def tdx_init(k: Kernel) -> None:
     k.pr_info(PR_FMT, f"BIOS enabled: private KeyID range [{start}, {start + k.machine.num_private_hkids})")
 
 
-def tdx_enable(k: Kernel) -> int:
+def tdx_enable(k: Kernel, run_on=None) -> int:
     """subsys_initcall tdx_enable(), after every CPU ran tdx_cpu_enable(): configure the module
-    and read its metadata (init_tdx_module), then say how it went, as the kernel does."""
-    ret = tdx_module_config(k) or tdx_read_sysinfo(k)
+    and read its metadata (init_tdx_module), then say how it went, as the kernel does.
+    `run_on(cpu, fn)` runs KEY.CONFIG on a CPU of each package (tdx_module_config)."""
+    ret = tdx_module_config(k, run_on) or tdx_read_sysinfo(k)
     if ret:
         k.pr_err(PR_FMT, f"TDX-Module initialization failed ({ret})")
         return ret
@@ -161,14 +171,29 @@ def tdx_read_sysinfo(k: Kernel) -> int:
 
 def tdx_module_shutdown(k: Kernel) -> int:
     """Lead CPU: hand the running module's state off and shut it down (TDH.SYS.SHUTDOWN)."""
+
     ret, module_hv = read_sys_metadata_field(k, MdField.MODULE_HV)
     if ret:
+        if k.profile.shutdown_needs_handoff:
+            # merged: handoff information is required for a proper shutdown; refuse without it
+            return ret
         k.warn("failed to read the TDX module's handoff version")
-        module_hv = 0  # upstream goes on with the lowest version
+        module_hv = 0  # v10 went on with the lowest version
     # Only upgrades are designed for: ask for the running module's highest handoff version.
-    ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_SHUTDOWN, Regs(rcx=module_hv))
-    if ret:
-        return ret
+    if k.profile.td_build_guard == "module" and "update-during-td-build" not in k.mutations:
+        # v10: ask the module to refuse while a TD build (or another compat-sensitive
+        # operation) is in flight; a module without Update Compatibility rejects the flag
+        rcx = module_hv | TDX_SYS_SHUTDOWN_AVOID_COMPAT_SENSITIVE
+        sret = seamcall(k, TdxLeaf.TDH_SYS_SHUTDOWN, Regs(rcx=rcx))
+        if (sret & TDX_SEAMCALL_STATUS_MASK) == TdxStatus.TDX_UPDATE_COMPAT_SENSITIVE:
+            return -errno.EBUSY
+        if sret:
+            seamcall_err(k, PR_FMT, TdxLeaf.TDH_SYS_SHUTDOWN, sret)
+            return -errno.EIO
+    else:
+        ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_SHUTDOWN, Regs(rcx=module_hv))
+        if ret:
+            return ret
     t = tdx_of(k)
     t.state = TdxModuleState()  # tdx_get_sysinfo() now returns None
     for pc in k.percpu:  # every possible CPU, so offline ones run LP.INIT when they come up

@@ -41,8 +41,8 @@ class TdxFwOps:
 
     def write(self, data: bytes, offset: int, size: int) -> tuple[FwUploadErr, int]:
         ret = seamldr_install_module(self.k, data)
-        if ret == -errno.EBUSY:
-            # a TD build is in flight (tdxseam's guard, as in the v10 posting): retry later
+        if ret == -errno.EBUSY and self.k.profile.td_build_guard != "none":
+            # a TD build is in flight (the kernel gate, or v10's compat-sensitive shutdown): retry later
             return FwUploadErr.FW_UPLOAD_ERR_BUSY, 0
         if ret:
             # merged kernel: every other failure, image or SEAMCALL, is "firmware-invalid"
@@ -75,16 +75,19 @@ class TdxHostDevice:
 
     def version_show(self) -> str | int:
         k = self.k
-        # seamldr_lock_module_update(): an update (stop_machine) cannot run in this section,
-        # so the three numbers are read from one module
-        preempt_disable(k)
+        # merged: seamldr_lock_module_update(), so an update (stop_machine) cannot run in this
+        # section and the three numbers are read from one module
+        locked = k.profile.version_show_locked
+        if locked:
+            preempt_disable(k)
         try:
             sysinfo = tdx_get_sysinfo(k)
             if sysinfo is None:
                 return -errno.ENXIO
             return f"{sysinfo.version}\n"
         finally:
-            preempt_enable(k)
+            if locked:
+                preempt_enable(k)
 
     def seamldr_version_show(self) -> str | int:
         ret, info = seamldr_get_info(self.k)
@@ -93,10 +96,13 @@ class TdxHostDevice:
         return f"{info.version_str}\n"
 
     def num_remaining_updates_show(self) -> str | int:
+        if "cached-remaining" in self.k.mutations and getattr(self, "_cached_remaining", None):
+            return self._cached_remaining  # the planted bug: a stale value
         ret, info = seamldr_get_info(self.k)
         if ret:
             return ret
-        return f"{info.num_remaining_updates}\n"
+        self._cached_remaining = f"{info.num_remaining_updates}\n"
+        return self._cached_remaining
 
 
 def tdx_host_init(k: Kernel) -> TdxHostDevice:

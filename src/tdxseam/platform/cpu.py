@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,7 +42,8 @@ class Regs:
     r15: int = 0
 
     def copy(self) -> Regs:
-        return Regs(**{f.name: getattr(self, f.name) for f in fields(self)})
+        return Regs(self.rax, self.rcx, self.rdx, self.r8, self.r9, self.r10, self.r11, self.r12,
+                    self.r13, self.r14, self.r15)
 
 
 class SeamcallEnd(Enum):
@@ -77,6 +78,8 @@ class Cpu:
         self.preempt_count = 0
         self.irq_depth = 0  # > 0 while an interrupt handler runs
         self.pending_irqs: deque[tuple[IrqHandler, tuple, str]] = deque()
+        self.pending_nmis: deque[tuple[IrqHandler, tuple, str]] = deque()
+        self.in_nmi = False
         self.runqueue: list[Any] = []
         self.task: Any = None
         self.seamcalls = 0
@@ -101,6 +104,8 @@ class Cpu:
     def preempt_point(self) -> None:
         """Let other CPUs run; take pending interrupts if this CPU has them enabled."""
         self.machine.sched.preempt()
+        if self.pending_nmis:
+            self.machine.irq.deliver_nmi(self)
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
 
@@ -111,17 +116,23 @@ class Cpu:
         """
         site = site or call_site()
         while not pred():
+            if self.pending_nmis:
+                self.machine.irq.deliver_nmi(self)
             if self.irq_enabled and self.pending_irqs:
                 # interrupts raised before the spin began: taken now, not lost behind the park
                 self.machine.irq.deliver(self)
                 continue
             self.machine.sched.park(q, what, site, pred)
+            if self.pending_nmis:
+                self.machine.irq.deliver_nmi(self)
             if self.irq_enabled and self.pending_irqs:
                 self.machine.irq.deliver(self)
 
     def spin_acquire(self, word: SpinWord, what: str, site: str) -> None:
         """cmpxchg-loop on a lock word; interrupts are taken while spinning if enabled."""
         def on_wake() -> None:
+            if self.pending_nmis:
+                self.machine.irq.deliver_nmi(self)
             if self.irq_enabled and self.pending_irqs:
                 self.machine.irq.deliver(self)
         if word.owner is not None:
@@ -155,6 +166,8 @@ class Cpu:
         else:
             end = self.machine.seam.seamcall(self, regs)
         sched.preempt()
+        if self.pending_nmis:
+            self.machine.irq.deliver_nmi(self)
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
         return end

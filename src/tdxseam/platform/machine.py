@@ -23,6 +23,8 @@ class Machine:
         self.sched = Scheduler(seed, trace=trace, max_steps=max_steps)
         vmx_basic = 0 if seamret_invd_vmcs_erratum else VMX_BASIC_NO_SEAMRET_INVD_VMCS
         self.cpus = [Cpu(self, i, cpuid_1_eax, vmx_basic) for i in range(ncpus)]
+        if not 1 <= sockets <= ncpus:
+            raise ValueError(f"a machine of {ncpus} CPUs has 1 to {ncpus} sockets, not {sockets}")
         self.sockets = sockets
         self.mem = PhysMem(seed=seed)
         self.irq = IrqController(self)
@@ -33,6 +35,10 @@ class Machine:
     @property
     def ncpus(self) -> int:
         return len(self.cpus)
+
+    def package_of(self, cpu_id: int) -> int:
+        """topology_physical_package_id(): CPUs are split evenly, in order, over the sockets."""
+        return cpu_id * self.sockets // self.ncpus
 
     def online_cpus(self) -> list[Cpu]:
         return [c for c in self.cpus if c.online]

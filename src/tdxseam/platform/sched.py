@@ -230,6 +230,23 @@ class Scheduler:
         if best is not None and best._slot < 0 and best.waiting_on is None:
             self._make_runnable(best)
 
+    def migrate(self, t: Task, cpu: Any) -> None:
+        """Move a task that is not running on its CPU (preempted, ready or asleep) to `cpu`, as the
+        kernel does with the tasks of a CPU going offline."""
+        old = t.cpu
+        if old is cpu or t.done:
+            return
+        if t is self.current:
+            raise SchedulerError(f"cannot migrate {t.name} while it runs")
+        self._remove_runnable(t)
+        old.runqueue.remove(t)
+        if old.task is t:
+            old.task = None
+        t.cpu = cpu
+        cpu.runqueue.append(t)
+        self._cpu_pick(cpu)
+        self._cpu_pick(old)
+
     def _make_runnable(self, t: Task) -> None:
         if t._slot >= 0 or t.done:
             return
@@ -268,10 +285,12 @@ class Scheduler:
         """Pick the next task: any runnable one, or a spinner on a free lock (which then wins it)."""
         while True:
             contended = self._contended
+            n = len(self._runnable)
             if contended:
                 # drop words that were taken again or lost their spinners
                 contended[:] = [w for w in contended if w.owner is None and w.waiters]
-            n = len(self._runnable) + sum(len(w.waiters) for w in contended)
+                for w in contended:
+                    n += len(w.waiters)
             if n == 0:
                 if self.on_idle is not None and self.on_idle(self):
                     continue

@@ -52,6 +52,19 @@ class CampaignResult:
     backend: str = "process"
     steps: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    kernel: str = "merged"
+    coverage: dict[str, int] = field(default_factory=dict)  # outcome -> count (sim/coverage.py)
+
+    @property
+    def missing_sometimes(self) -> list[str]:
+        from tdxseam.sim.coverage import missing
+
+        return missing(self.coverage, self.kernel, self.runs, generated=not self.mutations)
+
+    def coverage_lines(self) -> list[str]:
+        from tdxseam.sim.coverage import coverage_lines
+
+        return coverage_lines(self.coverage, self.missing_sometimes)
 
     @property
     def failing_seeds(self) -> list[int]:
@@ -71,27 +84,33 @@ class CampaignResult:
             "jobs": self.jobs, "backend": self.backend, "steps": self.steps,
             "runs_per_second": round(self.runs / self.seconds, 1) if self.seconds else None,
             "seeds_to_catch": self.seeds_to_catch, "violation_kinds": dict(sorted(self.kinds.items())),
+            "kernel": self.kernel, "coverage": dict(sorted(self.coverage.items())),
+            "missing_sometimes": self.missing_sometimes,
         }
 
 
 def run_chunk(seeds: list[int], cpus: int | None, mutations: tuple[str, ...],
-              schedule: str) -> tuple[int, int, list[tuple], dict[str, int]]:
-    """Worker: run `seeds`; (runs, steps, failures as tuples, violation kinds)."""
+              schedule: str, kernel: str = "merged") -> tuple[int, int, list[tuple], dict[str, int], dict[str, int]]:
+    """Worker: run `seeds`; (runs, steps, failures as tuples, violation kinds, coverage)."""
+    from tdxseam.sim.coverage import run_coverage
     from tdxseam.sim.runner import replay_command, run_seed
 
     failures = []
     kinds: dict[str, int] = {}
+    coverage: dict[str, int] = {}
     steps = 0
     for s in seeds:
-        r = run_seed(s, cpus=cpus, mutations=mutations, schedule=schedule)
+        r = run_seed(s, cpus=cpus, mutations=mutations, schedule=schedule, kernel=kernel)
         steps += r.steps
+        for name, c in run_coverage(r).items():
+            coverage[name] = coverage.get(name, 0) + c
         if r.violations:
             v = r.violations[0]
             for x in r.violations:
                 kinds[x.kind] = kinds.get(x.kind, 0) + 1
             failures.append((s, len(r.violations), v.kind, v.message,
-                             replay_command(s, cpus=cpus, mutations=mutations, schedule=schedule)))
-    return len(seeds), steps, failures, kinds
+                             replay_command(s, cpus=cpus, mutations=mutations, schedule=schedule, kernel=kernel)))
+    return len(seeds), steps, failures, kinds, coverage
 
 
 def _chunks(first: int, runs: int, size: int) -> Iterator[list[int]]:
@@ -102,7 +121,7 @@ def _chunks(first: int, runs: int, size: int) -> Iterator[list[int]]:
 def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int | None = None,
                  mutations: tuple[str, ...] = (), schedule: str = "random", stop_at_first: bool = False,
                  backend: str = "process", chunk: int = CHUNK, ray_address: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> CampaignResult:
+                 progress: Callable[[int, int], None] | None = None, kernel: str = "merged") -> CampaignResult:
     """Run seeds seed .. seed+runs-1; see the module docstring."""
     if runs < 0:
         raise ValueError("runs must not be negative")
@@ -113,13 +132,16 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
     steps = 0
     failing: list[SeedFailure] = []
     kinds: dict[str, int] = {}
+    coverage: dict[str, int] = {}
     total_violations = 0
     # small chunks keep every worker busy to the end (and make stop_at_first stop early)
     chunk = max(1, min(chunk, runs // (jobs * 4) or 1, 10 if stop_at_first else chunk))
 
-    def absorb(res: tuple[int, int, list[tuple], dict[str, int]]) -> None:
+    def absorb(res: tuple) -> None:
         nonlocal done_runs, steps, total_violations
-        n, st, fails, k = res
+        n, st, fails, k = res[:4]
+        for name, c in (res[4] if len(res) > 4 else {}).items():
+            coverage[name] = coverage.get(name, 0) + c
         done_runs += n
         steps += st
         for f in fails:
@@ -132,12 +154,12 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
 
     chunks = list(_chunks(seed, runs, chunk))
     if backend == "ray":
-        _run_ray(chunks, cpus, mutations, schedule, stop_at_first, absorb, ray_address)
+        _run_ray(chunks, cpus, mutations, schedule, stop_at_first, absorb, ray_address, kernel)
     elif backend != "process":
         raise ValueError(f"unknown backend {backend!r} (process or ray)")
     elif jobs == 1 or len(chunks) <= 1:
         for c in chunks:
-            absorb(run_chunk(c, cpus, mutations, schedule))
+            absorb(run_chunk(c, cpus, mutations, schedule, kernel))
             if stop_at_first and failing:
                 break
     else:
@@ -150,7 +172,7 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
                 c = next(it, None)
                 if c is None:
                     return False
-                pending[pool.submit(run_chunk, c, cpus, mutations, schedule)] = c
+                pending[pool.submit(run_chunk, c, cpus, mutations, schedule, kernel)] = c
                 return True
 
             for _ in range(jobs * 2):
@@ -175,7 +197,8 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
     return CampaignResult(
         runs=done_runs, violations=total_violations, failing=failing,
         seconds=time.perf_counter() - t0, first_seed=seed, mutations=mutations, cpus=cpus,
-        schedule=schedule, jobs=jobs, backend=backend, steps=steps, kinds=kinds,
+        schedule=schedule, jobs=jobs, backend=backend, steps=steps, kinds=kinds, kernel=kernel,
+        coverage=coverage,
     )
 
 
@@ -189,7 +212,7 @@ def ray_available() -> bool:
 
 
 def _run_ray(chunks: list[list[int]], cpus: int | None, mutations: tuple[str, ...], schedule: str,
-             stop_at_first: bool, absorb: Callable, address: str | None) -> None:
+             stop_at_first: bool, absorb: Callable, address: str | None, kernel: str = "merged") -> None:
     if not ray_available():
         raise RuntimeError("the ray backend needs the 'ray' package (pip install 'tdxseam[ray]')")
     import ray  # noqa: PLC0415  (optional dependency)
@@ -197,7 +220,7 @@ def _run_ray(chunks: list[list[int]], cpus: int | None, mutations: tuple[str, ..
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(run_chunk)
-    pending = {remote.remote(c, cpus, mutations, schedule): c for c in chunks}
+    pending = {remote.remote(c, cpus, mutations, schedule, kernel): c for c in chunks}
     ran: set[int] = set()
     failing: list = []
 

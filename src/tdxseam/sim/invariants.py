@@ -110,11 +110,9 @@ class FaultHit:
 
     @property
     def fatal(self) -> bool:
-        """Does the kernel give up on this call? It retries a module's TDX_RND_NO_ENTROPY 10 times."""
-        if (not self.leaf & SEAMLDR_LEAF_BIT and self.status == TdxStatus.TDX_RND_NO_ENTROPY
-                and self.nth is not None):
-            return False
-        return True
+        """Does the kernel give up on this call? sc_retry retries TDX_RND_NO_ENTROPY (any leaf,
+        P-SEAMLDR leaves included) up to 10 times, so a one-shot entropy failure is absorbed."""
+        return not (self.status == TdxStatus.TDX_RND_NO_ENTROPY and self.nth is not None)
 
     def describe(self) -> str:
         st = self.status if isinstance(self.status, str) else f"0x{self.status:016x}"
@@ -159,7 +157,25 @@ class UpdateRecord:
     causes: list[str] = field(default_factory=list)
     error_text: str | int = ""
     version_after: str | int | None = None
+    relocation: bool = False  # the P-SEAMLDR's ELF relocation fails for this upload
+    alloc_fail: int = 0  # the k-th page the upload allocates fails (failslab)
+    writer: Any = None  # the task running the driver's write()
+    online_at_return: tuple[int, ...] = ()
+    build_at_shutdown: list[int] = field(default_factory=list)  # TDRs mid-build at TDH.SYS.SHUTDOWN
+    shutdown_faulted: bool = False  # a fault was injected on that TDH.SYS.SHUTDOWN
+    cpu_state_at_write: Any = None  # (preempt_count, irq_enabled) of the writer's CPU at write()
+    info_faulted: bool = False  # an injected fault hit a SEAMLDR.INFO of the writer (v4 pre-check)
+    hazard: str = ""  # a known hazard of the profile that this upload met (merged: td-build-raced)
 
+    @property
+    def coverage_key(self) -> str:
+        """The outcome as the coverage table counts it."""
+        key = self.expected if self.expected == self.observed or self.expected in OUTCOMES else self.observed
+        if self.expected in ("none-stale", "init-offline"):
+            key = self.expected
+        if self.hazard:
+            key += f" ({self.hazard})"
+        return key
     @property
     def active(self) -> bool:
         return self.started and not self.ended
@@ -172,6 +188,7 @@ class UpdateRecord:
             "version_after": va.strip() if isinstance(va, str) else ("ENXIO" if va is not None else None),
             "error": self.error_text.strip() if isinstance(self.error_text, str) else self.error_text,
             "cpus": len(self.online_at_ctrl) if self.ctrl is not None else None,
+            "coverage": self.coverage_key,
         }
 
 
@@ -200,6 +217,8 @@ class Monitor:
     def __init__(self, host: EmulatedHost, plan: FaultPlan | None, *, watch_online: bool = True) -> None:
         self.host = host
         self.k = host.kernel
+        self.profile = host.kernel.profile
+        self.mutations = host.kernel.mutations
         self.m = host.machine
         self.fw = host.fw
         self.sched = host.machine.sched
@@ -215,6 +234,7 @@ class Monitor:
         self.last_call: dict[tuple[Any, int], tuple[int, SeamcallEnd, int, FaultHit | None]] = {}
         self.faults_fired: list[FaultHit] = []
         self.lost = False  # the kernel has no usable module (a failed update)
+        self.stale_versions: set[Any] = set()  # `version` values a WARNed re-read left behind
         self._kinds_reported: set[tuple[str, int]] = set()
         self.plan = plan
         # compare the online set at every step of an update (O(CPUs) each); the runner turns it
@@ -226,6 +246,31 @@ class Monitor:
         if plan is not None:
             self.fw.fault_hook = self._fault_hook
         self.sched.on_step = self.on_step
+        # kmemleak and failslab in one: who allocated each host page still held, and an
+        # allocation failure armed for one upload's write()
+        self.page_owner: dict[int, Any] = {}
+        self.alloc_fail_in = 0
+        self.alloc_fail_task: Any = None
+        mem = self.m.mem
+        self._alloc, self._free = mem.alloc_page, mem.free_page
+        mem.alloc_page, mem.free_page = self._alloc_page, self._free_page
+
+    def _alloc_page(self) -> int:
+        task = self.sched.current
+        if self.alloc_fail_in and task is self.alloc_fail_task:
+            self.alloc_fail_in -= 1
+            if self.alloc_fail_in == 0:
+                from tdxseam.platform.memory import MemoryError_
+
+                self.m.emit("sim", "failslab: allocation fails")
+                raise MemoryError_("injected allocation failure")
+        pa = self._alloc()
+        self.page_owner[pa] = task
+        return pa
+
+    def _free_page(self, pa: int) -> None:
+        self._free(pa)
+        self.page_owner.pop(pa, None)
 
     # ---- reporting ------------------------------------------------------------------------------
 
@@ -262,6 +307,10 @@ class Monitor:
         self._injected[cpu.id] = hit
         if state is not None:
             rec.faults.append(hit)
+        cur = self.current
+        if (cur is not None and task is cur.writer and regs.rax == SeamldrLeaf.P_SEAMLDR_INFO
+                and not cpu.irq_depth and not cpu.in_nmi):  # the writer's own call, not a handler's
+            cur.info_faulted = True
         return out
 
     # ---- the door -------------------------------------------------------------------------------
@@ -295,7 +344,15 @@ class Monitor:
             mod = self.fw.module
             if mod is not None:
                 building = sorted(td.tdr_pa for td in mod.tds.tds.values() if td.in_build)
-                if building:
+                rec.build_at_shutdown = building
+                guard = self.profile.td_build_guard
+                if "update-during-td-build" in self.mutations and guard != "none":
+                    guard = "none-planted"
+                if building and guard == "none":
+                    # merged: nothing guards the build; a hazard the outcome records, its TDs are
+                    # left out of the preservation check
+                    rec.hazard = "td-build-raced"
+                elif building and guard != "module":
                     self.violate("td-build-at-shutdown",
                                  "TDH.SYS.SHUTDOWN while TD(s) " + ", ".join(f"0x{t:x}" for t in building)
                                  + " are mid-build (MNG.INIT done, MR.FINALIZE not)")
@@ -310,6 +367,8 @@ class Monitor:
             self._seamldr_inside.remove(cpu.id)
         hit = self._injected.pop(cpu.id, None)
         status = regs.rax if end is SeamcallEnd.SEAMRET else -1
+        if leaf == TdxLeaf.TDH_SYS_SHUTDOWN and hit is not None and self.lockstep is not None:
+            self.lockstep.shutdown_faulted = True
         self.last_call[(self.sched.current, cpu.irq_depth)] = (leaf, end, status, hit)
         rec = self.lockstep
         if (rec is not None and rec.active and leaf == TdxLeaf.TDH_SYS_LP_INIT
@@ -339,6 +398,8 @@ class Monitor:
             self._lockstep_end(rec)
 
     def on_step(self, sched: Scheduler) -> None:
+        if self.current is None and (self.lockstep is None or self.lockstep.returned):
+            return  # no update's write() in flight: nothing to watch at this step
         self._poll_ctrl()
         rec = self.lockstep
         if rec is None or rec.returned or rec.ctrl is None:
@@ -395,6 +456,9 @@ class Monitor:
             self.violate("lockstep-exit", f"CPUs entered {sorted(ctrl.entered)}, left {sorted(ctrl.left)}, "
                                           f"online at start {list(rec.online_at_ctrl)}")
         self.lost = tdx_get_sysinfo(self.k) is None
+        if any(f.fatal and f.leaf == TdxLeaf.TDH_SYS_RD and f.state == S.MODULE_UPDATE_RUN_UPDATE
+               for f in rec.faults):
+            self.stale_versions.add(rec.version_before)  # the re-read failed: WARN, version kept
         self.m.emit("sim", f"lockstep of upload {rec.index}.{rec.attempt} ends"
                            + (": no usable module" if self.lost else ""))
 
@@ -411,6 +475,11 @@ class Monitor:
         rec.module_ok = (mod is not None and mod.ready and bool(fw.seamextend.seam_ready)
                          and tdx_get_sysinfo(self.k) is not None)
         rec.remaining_before = fw.pseamldr.num_remaining_updates
+        rec.writer = self.sched.current
+        cpu = rec.writer.cpu if rec.writer is not None else None
+        rec.cpu_state_at_write = (cpu.preempt_count, cpu.irq_enabled) if cpu is not None else None
+        if rec.alloc_fail:
+            self.alloc_fail_in, self.alloc_fail_task = rec.alloc_fail, rec.writer
         self.current = rec
 
     def write_returns(self, rec: UpdateRecord, result: int) -> None:
@@ -421,7 +490,65 @@ class Monitor:
             if not rec.ended:
                 self.violate("lockstep-exit", "the update returned while CPUs were still in its lockstep")
         rec.returned = True
+        rec.online_at_return = self._online()
+        self.alloc_fail_in, self.alloc_fail_task = 0, None
         self.current = None
+        self.after_update(rec)
+
+    # ---- resources come back ----------------------------------------------------------------------
+
+    def after_update(self, rec: UpdateRecord) -> None:
+        """When the driver's write() has returned: nothing of the update is still held, and TD
+        builds are possible again (liveness), whatever the outcome."""
+        from tdxseam.kernel.kvm_tdx import kvm_tdx
+
+        where = f"upload {rec.index}.{rec.attempt}"
+        held = sorted(pa for pa, t in self.page_owner.items() if t is rec.writer)
+        if held:
+            self.violate("leak", f"{where}: {len(held)} page(s) the update allocated are still held after "
+                                 f"write() returned (first 0x{held[0]:x})")
+        if kvm_tdx(self.k).build_lock.updating:
+            self.violate("liveness", f"{where}: the TD-build gate is still held after the update returned: "
+                                     "TD builds get -EBUSY forever")
+        if rec.ctrl is not None and rec.ctrl.lock.holder is not None:
+            self.violate("lock-held", f"{where}: update_ctrl.lock still held by cpu{rec.ctrl.lock.holder.id}")
+        if self.k.cpu_hotplug_lock.readers:
+            self.violate("lock-held", f"{where}: cpu_hotplug_lock still read-held after the update returned")
+        cpu = rec.writer.cpu if rec.writer is not None else None
+        if cpu is not None and rec.cpu_state_at_write != (cpu.preempt_count, cpu.irq_enabled):
+            self.violate("quiescence", f"{where}: write() returned with preempt_count {cpu.preempt_count}, "
+                                       f"interrupts {'on' if cpu.irq_enabled else 'off'} (entered with "
+                                       f"{rec.cpu_state_at_write})")
+
+    def quiescence(self) -> None:
+        """At the end of a run (every task done): no lock held, no preemption or interrupt-disable
+        count left, the hotplug lock free, no upload running, no page of an upload left."""
+        from tdxseam.kernel.kvm_tdx import kvm_tdx
+        from tdxseam.kernel.tdx import tdx_of
+
+        k = self.k
+        for cpu_id, locks in sorted(k.lockdep.held.items()):
+            if locks:
+                self.violate("lock-held", f"at quiescence cpu{cpu_id} holds {', '.join(l.name for l in locks)}")
+        for c in self.m.cpus:
+            if c.preempt_count or not c.irq_enabled or c.irq_depth:
+                self.violate("quiescence", f"cpu{c.id} ends with preempt_count {c.preempt_count}, "
+                                           f"interrupts {'on' if c.irq_enabled else 'off'}, irq depth {c.irq_depth}")
+        hp = k.cpu_hotplug_lock
+        if hp.readers or hp.writer:
+            self.violate("lock-held", f"cpu_hotplug_lock held at quiescence ({hp.readers} reader(s), "
+                                      f"writer {hp.writer})")
+        gate = kvm_tdx(k).build_lock
+        if gate.updating or gate.builders:
+            self.violate("liveness", f"TD-build gate held at quiescence (update {gate.updating}, "
+                                     f"{gate.builders} builder(s))")
+        sl = tdx_of(k).sysinit_lock
+        if k.seamldr_lock.holder is not None or (sl is not None and sl.holder is not None):
+            self.violate("lock-held", "seamldr_lock or sysinit_lock held at quiescence")
+        writers = {r.writer for r in self.records if r.writer is not None}
+        held = sorted(pa for pa, t in self.page_owner.items() if t in writers)
+        if held:
+            self.violate("leak", f"{len(held)} page(s) allocated by uploads still held at quiescence")
 
     # ---- the oracle -----------------------------------------------------------------------------
 
@@ -436,6 +563,7 @@ class Monitor:
             key = "init-offline"
         if expected == "none" and stale:
             key = "none-stale"
+            self.stale_versions.add(rec.version_before)
         rec.observed, rec.expected = observed, key
         if observed != expected:
             why = "; ".join(causes) if causes else "no cause"
@@ -464,11 +592,27 @@ class Monitor:
         return STEP_OF_STATE.get(fail, f"state{fail}")
 
     def _expected_step(self, rec: UpdateRecord) -> tuple[str, list[str], bool]:
-        # the kernel checks the image before it looks for TD builds in flight
+        prof = self.profile
+        # the kernel checks the image (and allocates) before anything else
+        if rec.alloc_fail:
+            return "image", ["a page allocation for seamldr_params fails (-ENOMEM)"], False
         if rec.image == "bad-header":
             return "image", ["the image header is invalid"], False
-        if rec.builders:
+        gate = prof.td_build_guard
+        if "update-during-td-build" in self.mutations:
+            gate = "none"
+        if gate == "kernel" and rec.builders:
             return "busy", [f"{rec.builders} TD build(s) in flight"], False
+        if prof.precheck_remaining and rec.remaining_before == 0:
+            return "image", ["v4 pre-check: no updates left (-ENOSPC)"], False
+        if prof.precheck_remaining and rec.info_faulted:
+            return "image", ["v4 pre-check: SEAMLDR.INFO failed (injected)"], False
+        if prof.refuse_offline_cpus and rec.ctrl is None and rec.result:
+            if min(len(rec.online_at_write), len(rec.online_at_return)) < self.m.ncpus:
+                return "image", ["v4 pre-check: a CPU is offline"], False
+        if gate == "module" and rec.build_at_shutdown and not rec.shutdown_faulted:
+            return "busy", [f"{len(rec.build_at_shutdown)} TD build(s) in flight at TDH.SYS.SHUTDOWN "
+                            "(TDX_UPDATE_COMPAT_SENSITIVE)"], False
         causes: list[tuple[str, str]] = []
         if not rec.module_ok:
             causes.append(("shutdown", "no usable module before the update"))
@@ -479,7 +623,9 @@ class Monitor:
             if f.leaf == TdxLeaf.TDH_SYS_RD:
                 if f.state == S.MODULE_UPDATE_RUN_UPDATE:
                     stale = True  # the version re-read: WARN, version not refreshed
-                continue  # the handoff-version read: WARN, shutdown goes on with version 0
+                elif prof.shutdown_needs_handoff:
+                    causes.append(("shutdown", f"fault {f.describe()}: no handoff version, shutdown refused"))
+                continue  # v10/v4: the handoff-version read only WARNs, shutdown goes on with version 0
             step = _STEP_OF_LEAF.get(f.leaf)
             if step is not None:
                 causes.append((step, f"fault {f.describe()}"))
@@ -495,6 +641,8 @@ class Monitor:
                 causes.append(("install", "the P-SEAMLDR's RDRAND for ASLR fails"))
             if rec.seamdb:
                 causes.append(("install", "SEAMDB_INSERT fails on every try"))
+            if rec.relocation:
+                causes.append(("install", "the P-SEAMLDR's ELF relocation fails"))
         if offline:
             causes.append(("init", f"offline CPU(s) {_cpus(tuple(sorted(set(range(self.m.ncpus)) - set(rec.online_at_ctrl))))}: "
                                    "INSTALL never completes"))
@@ -517,10 +665,15 @@ class Monitor:
             out.append(f"version reads {_v(va)}, expected ENXIO")
         if exp.tds == "-" or not rec.ended:
             return out
-        if exp.tds == "intact" and rec.td_after != rec.td_before:
+        before, after = rec.td_before, rec.td_after
+        if rec.hazard == "td-build-raced":
+            raced = set(rec.build_at_shutdown)
+            before = {t: v for t, v in before.items() if t not in raced}
+            after = {t: v for t, v in after.items() if t not in raced}
+        if exp.tds == "intact" and after != before:
             from tdxseam.seam.td import compare_tds
 
-            diff = compare_tds(rec.td_before, rec.td_after)
+            diff = compare_tds(before, after)
             out.append("TDs not preserved: " + "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else ""))
         elif exp.tds == "lost" and rec.td_after:
             out.append(f"{len(rec.td_after)} TD(s) still usable after a failed update")

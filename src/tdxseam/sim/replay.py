@@ -21,8 +21,9 @@ from tdxseam.sim.scenario import Scenario, generate
 
 
 def replay(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] = (),
-           schedule: str = "random", trace: bool = True) -> RunResult:
-    return run_scenario(generate(seed, cpus=cpus), mutations=mutations, schedule=schedule, trace=trace)
+           schedule: str = "random", trace: bool = True, kernel: str = "merged") -> RunResult:
+    return run_scenario(generate(seed, cpus=cpus, kernel=kernel), mutations=mutations, schedule=schedule,
+                        trace=trace)
 
 
 @dataclass

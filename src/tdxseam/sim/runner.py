@@ -34,11 +34,14 @@ PAGE = 4096
 
 
 @lru_cache(maxsize=64)
-def update_image(version: str, kind: str = "good") -> bytes:
-    """A test-signed v2 update image of `version`, intact or broken in one chosen way."""
-    from tdxseam.formats.testsign import make_image
+def update_image(version: str, kind: str = "good", compat: bool = False) -> bytes:
+    """A test-signed v2 update image of `version`, intact or broken in one chosen way; `compat`:
+    the module offers Update Compatibility (TDX_FEATURES0 bit 47), as a v10 kernel needs."""
+    from tdxseam.formats.metadata import TDX_FEATURES0_UPDATE_COMPAT
+    from tdxseam.formats.testsign import DEFAULT_FEATURES0, make_image
 
-    img = bytearray(make_image(ModuleVersion.parse(version)))
+    kw = {"features0": DEFAULT_FEATURES0 | TDX_FEATURES0_UPDATE_COMPAT} if compat else {}
+    img = bytearray(make_image(ModuleVersion.parse(version), **kw))
     if kind == "bad-header":
         img[0:2] = (0x201).to_bytes(2, "little")  # header version: the kernel wants 0x200
     elif kind == "bad-sig":
@@ -162,10 +165,19 @@ class SimRun:
         self.mutations = tuple(sorted(mutations))
         self.schedule = schedule if isinstance(schedule, str) else getattr(schedule, "name", "custom")
         self.budget = max_steps or default_budget(sc)
+        from dataclasses import replace as _replace
+
+        from tdxseam.formats.metadata import TDX_FEATURES0_UPDATE_COMPAT
+
+        # a v10 kernel always asks SHUTDOWN to avoid compat-sensitive work: boot modules that know how
+        self.compat = sc.kernel == "v10"
+        boot = DeclaredModule(ModuleVersion.parse(sc.module))
+        if self.compat:
+            boot = _replace(boot, features0=boot.features0 | TDX_FEATURES0_UPDATE_COMPAT)
         self.host = EmulatedHost(
-            sc.cpus, seed=sc.seed, module=DeclaredModule(ModuleVersion.parse(sc.module)),
+            sc.cpus, seed=sc.seed, module=boot,
             seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
-            mutations=frozenset(self.mutations), trace=trace)
+            mutations=frozenset(self.mutations), trace=trace, kernel=sc.kernel, sockets=sc.sockets)
         self.k = self.host.kernel
         self.m = self.host.machine
         self.fw = self.host.fw
@@ -187,13 +199,17 @@ class SimRun:
         else:
             self.dev.fw_upload.ops = _WatchedOps(self.dev.fw_upload.ops, self)
             self.dev.fw_upload.on_idle.append(self.idle.notify_all)
+        # KCSAN on; in a third of the seeds every shared access is also a preemption point
+        self.k.kcsan.enable(preempt=(sc.seed * 2654435761 >> 7) % 3 == 0)
         self._spawn_actors()
         self.sched.max_steps = self.sched.steps + self.budget  # the scenario's own steps, not boot's
         if isinstance(schedule, str):
             if schedule == "pct":
-                from tdxseam.sim.schedules import PctPolicy
+                from tdxseam.sim.schedules import PctPolicy, measured_horizon
 
-                self.sched.pick = PctPolicy(sc.seed)
+                horizon = measured_horizon(sc, self.mutations)
+                self.stats["pct_horizon"] = horizon
+                self.pct = self.sched.pick = PctPolicy(sc.seed, horizon=horizon)
             elif schedule != "random":
                 raise ValueError(f"unknown schedule {schedule!r} (random or pct)")
         else:
@@ -255,13 +271,15 @@ class SimRun:
         try:
             for i, u in enumerate(self.sc.updates):
                 _delay(cpu, u.delay)
-                image = update_image(u.to, u.image)
+                image = update_image(u.to, u.image, self.compat)
                 for attempt in range(u.retries + 1):
                     rec = UpdateRecord(i, attempt, str(ModuleVersion.parse(u.to)), u.image, u.aslr_entropy,
-                                       u.seamdb_entropy, self.sched.steps)
+                                       u.seamdb_entropy, self.sched.steps, relocation=u.relocation,
+                                       alloc_fail=u.alloc_fail)
                     rec.version_before = dev.version_show()
                     self.pending = rec
                     pseamldr.faults.aslr_entropy = u.aslr_entropy
+                    pseamldr.faults.relocation = u.relocation
                     self.fw.seamdb.fail_next_inserts = 5 if u.seamdb_entropy else 0
                     self.uploads_started += 1
                     self.sig.notify_all()
@@ -275,6 +293,7 @@ class SimRun:
                         return
                     cpu.sleep_until(self.idle, lambda: not fwu.busy, "sim: upload to finish")
                     pseamldr.faults.aslr_entropy = False
+                    pseamldr.faults.relocation = False
                     self.fw.seamdb.fail_next_inserts = 0
                     rec.error_text = fwu.error_show()
                     rec.version_after = dev.version_show()
@@ -309,7 +328,7 @@ class SimRun:
         if ret == 0:
             self.stats["tds_built"] += 1
             self._td_runner(i, t, td)
-        elif ret != -errno.EBUSY and not (lost or self.mon.lost):
+        elif ret != -errno.EBUSY and not (lost or self.mon.lost) and not self._faulted(cpu):
             self.mon.violate("td", f"td{i}: build failed with {ret} on a healthy module")
 
     def _td_runner(self, i: int, t: Any, td: Any) -> None:
@@ -320,8 +339,17 @@ class SimRun:
             _delay(cpu, 3)
             lost = self.mon.lost
             ret = tdx_vcpu_run(self.k, td, r % len(td.vcpus))
-            if ret and not (lost or self.mon.lost):
+            if ret and not (lost or self.mon.lost) and not self._faulted(cpu):
                 self.mon.violate("td", f"td{i}: vCPU run failed with {ret} on a healthy module")
+
+    def _truth_version(self) -> str | int:
+        """What `version` must read now, from the firmware: the running module's version when it
+        is usable, else ENXIO."""
+        fw = self.fw
+        mod = fw.module
+        if mod is None or not mod.ready or not fw.seamextend.seam_ready or mod.build is None:
+            return -errno.ENXIO
+        return f"{mod.build.version}\n"
 
     def _reader(self, i: int, r: Any) -> None:
         cpu = self._cpu()
@@ -334,11 +362,15 @@ class SimRun:
             if r.attr == "version":
                 v = self.dev.version_show()
                 self.m.emit("sim", f"reader{i} version -> {v!r}")
-                ok = v in self.versions or (v == -errno.ENXIO and self.mon.lost)
-                if not ok:
-                    self.mon.violate("reader", f"reader{i} on cpu{cpu.id}: version read {v!r}")
+                # the read has no preemption point: the firmware's truth is the one of this moment
+                truth = self._truth_version()
+                if v != truth and v not in self.mon.stale_versions:
+                    self.mon.violate("reader-truth", f"reader{i} on cpu{cpu.id}: version read {v!r}, "
+                                                     f"the running module says {truth!r}")
                 continue
+            before = self.fw.seamdb.remaining()
             v = self.dev.seamldr_version_show() if r.attr == "seamldr_version" else self.dev.num_remaining_updates_show()
+            after = self.fw.seamdb.remaining()
             self.m.emit("sim", f"reader{i} {r.attr} -> {v!r}")
             if isinstance(v, int):
                 self._info_failed(f"reader{i}", cpu, v)
@@ -352,7 +384,17 @@ class SimRun:
                 if not 0 <= n <= self.sc.seamdb_capacity or (last_remaining is not None and n > last_remaining):
                     self.mon.violate("reader", f"reader{i} on cpu{cpu.id}: num_remaining_updates {n} "
                                                f"(before: {last_remaining})")
+                # the SEAMDB's count while the read ran (it only goes down)
+                if not after <= n <= before:
+                    self.mon.violate("reader-truth", f"reader{i} on cpu{cpu.id}: num_remaining_updates {n}, "
+                                                     f"the SEAMDB allows {before}"
+                                                     + (f"..{after}" if after != before else ""))
                 last_remaining = n
+
+    def _faulted(self, cpu: Any) -> bool:
+        """Did an injected fault hit this task's last SEAMCALL (the one that failed)?"""
+        last = self.mon.last_call.get((self.sched.current, cpu.irq_depth))
+        return last is not None and last[3] is not None
 
     def _info_failed(self, who: str, cpu: Any, ret: int) -> None:
         """A failed SEAMLDR.INFO is fine only if a fault was injected on that very call."""
@@ -372,11 +414,25 @@ class SimRun:
             self.m.emit("sim", f"irq{i}: cpu{q.target} offline, not raised")
             return
         self.stats["irqs"] += 1
+        if q.handler == "nmi":
+            self.m.irq.raise_nmi(target, self._nmi, i, name=f"sim-nmi{i}")
+            return
         handler = self._irq_info if q.handler == "seamldr_info" else self._irq_nop
         self.m.irq.raise_irq(target, handler, i, name=f"sim-irq{i}")
 
+    def _in_seamldr_lock(self, what: str) -> None:
+        """Count interrupts and NMIs that arrive on a CPU holding seamldr_lock (coverage)."""
+        if self.k.seamldr_lock.holder is self._cpu():
+            self.stats[what] = self.stats.get(what, 0) + 1
+
     def _irq_nop(self, i: int) -> None:
+        self._in_seamldr_lock("irq_in_seamldr_lock")
         self.m.emit("sim", f"irq{i} handled")
+
+    def _nmi(self, i: int) -> None:
+        """An NMI handler (perf, watchdog): it takes no lock, whatever the CPU it lands on holds."""
+        self._in_seamldr_lock("nmi_in_seamldr_lock")
+        self.m.emit("sim", f"nmi{i} handled")
 
     def _irq_info(self, i: int) -> None:
         from tdxseam.kernel.seamldr import seamldr_get_info
@@ -388,25 +444,51 @@ class SimRun:
         elif info.version_str != self.fw.pseamldr.build.version_str:
             self.mon.violate("reader", f"irq{i} handler: SEAMLDR.INFO version {info.version_str}")
 
+    def _offline_refusal_ok(self, victim: int, keyids_before: bool) -> bool | None:
+        """tdx_offline_cpu: must cpu_down(victim) be refused? (None: either is right, KeyIDs
+        came or went while it ran)."""
+        from tdxseam.kernel.kvm_tdx import kvm_tdx
+
+        m = self.m
+        pkg = m.package_of(victim)
+        last = not any(c.id != victim and m.package_of(c.id) == pkg for c in m.online_cpus())
+        keyids_after = bool(kvm_tdx(self.k).keyids)
+        if keyids_before != keyids_after:
+            return None
+        return last and keyids_after
+
     def _hotplug(self, i: int, h: Any) -> None:
         from tdxseam.kernel.cpu_hotplug import cpu_down, cpu_up
+        from tdxseam.kernel.kvm_tdx import kvm_tdx
 
         cpu = self._cpu()
         if h.race:
             self._wait_upload(h.race)
         _delay(cpu, h.delay)
         self.stats["hotplug"] += 1
-        ret = cpu_down(self.k, h.victim)
-        self.m.emit("sim", f"hotplug{i}: cpu_down({h.victim}) = {ret}")
-        if ret:
-            self.mon.violate("hotplug", f"hotplug{i}: cpu_down({h.victim}) failed with {ret}")
-            return
-        _delay(cpu, h.gap)
-        lost = self.mon.lost
-        ret = cpu_up(self.k, h.victim)
-        self.m.emit("sim", f"hotplug{i}: cpu_up({h.victim}) = {ret}")
-        if ret and not (lost or self.mon.lost):
-            self.mon.violate("hotplug", f"hotplug{i}: cpu_up({h.victim}) failed with {ret} on a healthy module")
+        down = []
+        for victim in (h.victim, h.victim2) if h.victim2 else (h.victim,):
+            keyids = bool(kvm_tdx(self.k).keyids)
+            ret = cpu_down(self.k, victim)
+            self.m.emit("sim", f"hotplug{i}: cpu_down({victim}) = {ret}")
+            refuse = self._offline_refusal_ok(victim, keyids)
+            if ret == -errno.EBUSY and refuse is not False:
+                self.stats["hotplug_refused"] = self.stats.get("hotplug_refused", 0) + 1
+                continue  # the last CPU of its package while TDs hold KeyIDs
+            if ret or refuse:
+                self.mon.violate("hotplug", f"hotplug{i}: cpu_down({victim}) = {ret}"
+                                            + (" (the last CPU of its package while TDX KeyIDs are in use)"
+                                               if refuse else ""))
+                if ret:
+                    return
+            down.append(victim)
+            _delay(cpu, h.gap)
+        for victim in reversed(down):
+            lost = self.mon.lost
+            ret = cpu_up(self.k, victim)
+            self.m.emit("sim", f"hotplug{i}: cpu_up({victim}) = {ret}")
+            if ret and not (lost or self.mon.lost):
+                self.mon.violate("hotplug", f"hotplug{i}: cpu_up({victim}) failed with {ret} on a healthy module")
 
     # ---- running --------------------------------------------------------------------------------
 
@@ -419,9 +501,13 @@ class SimRun:
         try:
             dl = sched.run()
             ended = True
+            for rep in self.k.kcsan.reports:  # found while the run went on: before its consequences
+                mon.violate("data-race", rep.message)
             if dl is not None:
                 mon.violate("deadlock", dl.describe(limit=4).replace("\n", " | "))
         except StepBudgetExceeded as e:
+            for rep in self.k.kcsan.reports:
+                mon.violate("data-race", rep.message)
             mon.violate("budget", f"the run did not end: {e}")
         for task, err in sched.errors:
             mon.violate("model-error", f"{task.name} on cpu{task.cpu.id} raised {type(err).__name__}: {err}")
@@ -432,9 +518,17 @@ class SimRun:
         for rec in mon.records:
             if rec.started and not rec.ended:
                 mon.violate("lockstep-exit", f"upload {rec.index}.{rec.attempt}: CPUs never left the lockstep")
+        if ended and not sched.deadlock and not sched.live_tasks():
+            mon.quiescence()
         if ended and not sched.deadlock:
             self._final_checks()
+            if self.sc.reboot and not sched.errors:
+                self._reboot_checks()
         self.stats["faults_fired"] = len(mon.faults_fired)
+        if getattr(self.k, "cpuhp_migrations", 0):
+            self.stats["migrated"] = self.k.cpuhp_migrations
+        if getattr(self, "pct", None) is not None:
+            self.stats["pct_changes"] = self.pct.lowered
         tr = sched.trace
         digest = None
         if tr.enabled:
@@ -447,6 +541,45 @@ class SimRun:
             steps=sched.steps, schedule_digest=hashlib.sha256(sched.choices[boot_choices:].tobytes()).hexdigest()[:16],
             trace_digest=digest, stats=dict(self.stats), scenario=self.sc, trace=tr if tr.enabled else None,
         )
+
+    def _reboot_checks(self) -> None:
+        """A platform reset after the run: the host must come back with the BIOS's module and a
+        fresh SEAMDB (num_remaining_updates at its boot value), whatever the run left (a lost
+        module included), and take one more update as the SEAMDB allows."""
+        from tdxseam.host import BootError
+        from tdxseam.kernel.seamldr import seamldr_get_info, seamldr_install_module
+        from tdxseam.kernel.tdx_host import tdx_host_init
+
+        mon, sc = self.mon, self.sc
+        lost = mon.lost
+        try:
+            h2 = self.host.reboot()
+        except BootError as e:
+            mon.violate("reboot", f"the host did not come back after a reboot: {e}")
+            return
+        self.stats["rebooted"] = 1 + lost
+        k2 = h2.kernel
+        try:
+            dev = tdx_host_init(k2)
+        except RuntimeError as e:
+            mon.violate("reboot", f"no TDX after the reboot: {e}")
+            return
+        v = h2.run_on(0, dev.version_show)
+        if v != _boot_version(sc):
+            mon.violate("reboot", f"after the reboot version reads {v!r}, expected the boot module {sc.module}")
+        ret, info = h2.run_on(0, seamldr_get_info, k2)
+        left = sc.seamdb_capacity - 1
+        if ret or info.num_remaining_updates != left:
+            mon.violate("reboot", f"after the reboot num_remaining_updates is "
+                                  f"{ret or info.num_remaining_updates}, expected {left} (a fresh SEAMDB)")
+            return
+        target = _reboot_update_target(sc)
+        ret = h2.run_on(0, seamldr_install_module, k2, update_image(target, "good", self.compat))
+        v = h2.run_on(0, dev.version_show)
+        if left and (ret or v != f"{target}\n"):
+            mon.violate("reboot", f"the update after the reboot failed ({ret}, version {v!r})")
+        elif not left and not ret:
+            mon.violate("reboot", "an update succeeded after the reboot with no updates left")
 
     def _final_checks(self) -> None:
         """After everything: every TD the kernel holds runs iff the module is usable."""
@@ -463,6 +596,7 @@ class SimRun:
                 results.append(tdx_vcpu_run(self.k, td))
 
         self.m.emit("sim", "final check: run every TD once")
+        self.fw.fault_hook = None  # the check verifies; the scenario's faults are over
         try:
             t = self.sched.spawn(self.m.cpus[0], run_all, name="sim-final")
             dl = self.sched.run()
@@ -480,6 +614,16 @@ class SimRun:
             mon.violate("final", f"{len(tds) - failed} TD(s) still run after the module was lost")
 
 
+def _reboot_update_target(sc: Scenario) -> str:
+    """A version above every one the scenario installs (the update after the reboot)."""
+    top = max([ModuleVersion.parse(sc.module)] + [ModuleVersion.parse(u.to) for u in sc.updates])
+    return str(ModuleVersion(top.major, top.minor, top.update + 1))
+
+
+def _boot_version(sc: Scenario) -> str:
+    return f"{ModuleVersion.parse(sc.module)}\n"
+
+
 def run_scenario(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
                  schedule: str | Any = "random", trace: bool = False,
                  max_steps: int | None = None) -> RunResult:
@@ -487,16 +631,19 @@ def run_scenario(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[s
 
 
 def run_seed(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
-             schedule: str = "random", trace: bool = False) -> RunResult:
-    return run_scenario(generate(seed, cpus=cpus), mutations=mutations, schedule=schedule, trace=trace)
+             schedule: str = "random", trace: bool = False, kernel: str = "merged") -> RunResult:
+    return run_scenario(generate(seed, cpus=cpus, kernel=kernel), mutations=mutations, schedule=schedule,
+                        trace=trace)
 
 
 def replay_command(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
-                   schedule: str = "random") -> str:
+                   schedule: str = "random", kernel: str = "merged") -> str:
     """The command line that reproduces a seed's run."""
     parts = ["tdxseam", "sim", "replay", str(seed)]
     if cpus is not None:
         parts += ["--cpus", str(cpus)]
+    if kernel != "merged":
+        parts += ["--kernel", kernel]
     for m in sorted(mutations):
         parts += ["--mutate", m]
     if schedule != "random":

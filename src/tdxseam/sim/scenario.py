@@ -32,7 +32,7 @@ from tdxseam.formats.version import ModuleVersion
 
 READ_ATTRS = ("seamldr_version", "num_remaining_updates", "version")
 IMAGE_KINDS = ("good", "bad-header", "bad-sig", "bad-hash")
-IRQ_HANDLERS = ("nop", "seamldr_info")
+IRQ_HANDLERS = ("nop", "seamldr_info", "nmi")  # nmi: an NMI (taken even with interrupts off)
 HOST_SIZES = (2, 2, 3, 4, 4, 5, 6, 8)
 MAX_DELAY = 60
 
@@ -47,7 +47,14 @@ _FAULT_MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("TDH_SYS_UPDATE", "none", ("TDX_SYS_INVALID_HANDOFF", "TDX_SYS_STATE_INCORRECT", "ud")),
     ("TDH_SYS_RD", "lead", ("TDX_METADATA_FIELD_ID_INCORRECT",)),
     ("P_SEAMLDR_INFO", "any", ("EBADPARAM", "vmfailinvalid")),
+    # TD leaves: a KVM build fails before the TD exists, or a vCPU entry fails. (A build failing
+    # half way would leave a TD mid-build for good: KVM-lite does not tear TDs down.)
+    ("TDH_MNG_CREATE", "none", ("TDX_OPERAND_BUSY", "TDX_RND_NO_ENTROPY")),
+    ("TDH_VP_ENTER", "none", ("TDX_OPERAND_BUSY",)),
 )
+# Features a seed may leave out altogether (swarm testing): each seed draws which it keeps, so
+# some runs stress one mechanism without the noise of the others.
+SWARM_FEATURES = ("tds", "readers", "irqs", "hotplug", "faults", "bad-images", "entropy", "sockets")
 
 
 class ScenarioError(ValueError):
@@ -103,6 +110,7 @@ class HotplugSpec:
     race: int = 0  # k > 0: start when upload attempt k has begun
     delay: int = 0
     gap: int = 0  # preemption points between cpu_down and cpu_up
+    victim2: int = 0  # k > 0: also take cpu k down (after `victim`), then bring both back
 
 
 @dataclass
@@ -112,6 +120,8 @@ class UpdateSpec:
     delay: int = 0
     aslr_entropy: bool = False  # the P-SEAMLDR's RDRAND for ASLR fails (recoverable ENOENTROPY)
     seamdb_entropy: bool = False  # every SEAMDB_INSERT try fails (unrecoverable ENOENTROPY)
+    relocation: bool = False  # the P-SEAMLDR's ELF relocation of the new image fails
+    alloc_fail: int = 0  # k > 0: the k-th page the kernel allocates for the upload fails (-ENOMEM)
     retries: int = 2  # further attempts after the kernel answers device-busy
 
 
@@ -121,6 +131,8 @@ class Scenario:
     cpus: int
     module: str = "1.5.06"  # the module the firmware loads at boot
     seamdb_capacity: int = 64  # SEAMDB entries: updates allowed = capacity - 1 after boot
+    kernel: str = "merged"  # the kernel profile (kernel/profile.py)
+    sockets: int = 1  # packages; CPUs are split evenly over them
     updater_cpu: int = 0
     tds: list[TdSpec] = field(default_factory=list)
     readers: list[ReaderSpec] = field(default_factory=list)
@@ -128,6 +140,7 @@ class Scenario:
     hotplug: list[HotplugSpec] = field(default_factory=list)
     updates: list[UpdateSpec] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # LEAF[@CPU][#N]=STATUS
+    reboot: bool = False  # after the run: reboot the host and update it once more
 
     # ---- printing and files ---------------------------------------------------------------------
 
@@ -142,7 +155,8 @@ class Scenario:
         """A scenario from its JSON form; ScenarioError (a ValueError) for anything else."""
         kinds = {"tds": TdSpec, "readers": ReaderSpec, "irqs": IrqSpec, "hotplug": HotplugSpec,
                  "updates": UpdateSpec}
-        types = {"seed": int, "cpus": int, "module": str, "seamdb_capacity": int, "updater_cpu": int}
+        types = {"seed": int, "cpus": int, "module": str, "seamdb_capacity": int, "updater_cpu": int,
+                 "kernel": str, "sockets": int, "reboot": bool}
         if not isinstance(data, dict):
             raise ScenarioError(f"a scenario is a JSON object, not {type(data).__name__}")
         unknown = set(data) - {f.name for f in fields(cls)}
@@ -193,6 +207,12 @@ class Scenario:
         if not 1 <= self.seamdb_capacity <= 4096:
             raise ScenarioError(f"seamdb_capacity must be 1..4096, not {self.seamdb_capacity}")
         ModuleVersion.parse(self.module)
+        from tdxseam.kernel.profile import PROFILE_NAMES
+
+        if self.kernel not in PROFILE_NAMES:
+            raise ScenarioError(f"kernel must be one of {', '.join(PROFILE_NAMES)}, not {self.kernel!r}")
+        if not 1 <= self.sockets <= self.cpus:
+            raise ScenarioError(f"sockets must be 1..{self.cpus}, not {self.sockets}")
         cpu_ok(self.updater_cpu, "updater")
         for t in self.tds:
             cpu_ok(t.cpu, "td")
@@ -207,11 +227,18 @@ class Scenario:
             cpu_ok(i.target, "irq target")
             if i.handler not in IRQ_HANDLERS:
                 raise ScenarioError(f"irq: unknown handler {i.handler!r}")
+            if i.handler == "seamldr_info" and self.kernel != "v4":
+                raise ScenarioError(f"irq: handler {i.handler!r} calls the P-SEAMLDR from interrupt "
+                                    f"context, which only the v4 kernel (irqsave lock) allows")
         for h in self.hotplug:
             cpu_ok(h.cpu, "hotplug")
             cpu_ok(h.victim, "hotplug victim")
             if h.victim == 0:
                 raise ScenarioError("hotplug: cpu0 cannot go offline")
+            if h.victim2:
+                cpu_ok(h.victim2, "hotplug victim2")
+                if h.victim2 == h.victim:
+                    raise ScenarioError("hotplug: victim2 must differ from victim")
         for u in self.updates:
             ModuleVersion.parse(u.to)
             if u.image not in IMAGE_KINDS:
@@ -223,8 +250,9 @@ class Scenario:
 
     def describe(self) -> list[str]:
         """One line per part, for `sim run` and shrink reports."""
-        out = [f"host: {self.cpus} CPUs, module {self.module}, SEAMDB capacity {self.seamdb_capacity} "
-               f"(updates left after boot: {self.seamdb_capacity - 1})"]
+        pk = f" in {self.sockets} packages" if self.sockets > 1 else ""
+        out = [f"host: {self.cpus} CPUs{pk}, kernel {self.kernel}, module {self.module}, SEAMDB capacity "
+               f"{self.seamdb_capacity} (updates left after boot: {self.seamdb_capacity - 1})"]
         for i, t in enumerate(self.tds):
             when = "before start" if t.prebuilt else (f"when upload {t.race} begins" if t.race else "meanwhile")
             out.append(f"td{i}: cpu{t.cpu}, {t.vcpus} vCPU(s), {t.pages} page(s), built {when}"
@@ -235,13 +263,19 @@ class Scenario:
             out.append(f"irq{i}: cpu{q.cpu} raises on cpu{q.target}, handler {q.handler} (+{q.delay})")
         for i, h in enumerate(self.hotplug):
             when = f"when upload {h.race} begins" if h.race else "meanwhile"
-            out.append(f"hotplug{i}: cpu{h.cpu} takes cpu{h.victim} down and up {when} (+{h.delay}, gap {h.gap})")
+            also = f" (then cpu{h.victim2})" if h.victim2 else ""
+            out.append(f"hotplug{i}: cpu{h.cpu} takes cpu{h.victim}{also} down and up {when} (+{h.delay}, gap {h.gap})")
         for i, u in enumerate(self.updates):
-            extra = [k for k, on in (("aslr-entropy", u.aslr_entropy), ("seamdb-entropy", u.seamdb_entropy)) if on]
+            extra = [k for k, on in (("aslr-entropy", u.aslr_entropy), ("seamdb-entropy", u.seamdb_entropy),
+                                     ("relocation", u.relocation)) if on]
+            if u.alloc_fail:
+                extra.append(f"allocation {u.alloc_fail} fails")
             out.append(f"update{i}: from cpu{self.updater_cpu} to {u.to}, image {u.image}"
                        f"{', ' + ', '.join(extra) if extra else ''} (+{u.delay}, {u.retries} retries)")
         for f in self.faults:
             out.append(f"fault: {f}")
+        if self.reboot:
+            out.append("then: reboot, and one more update")
         return out
 
     # ---- shrinking ------------------------------------------------------------------------------
@@ -253,8 +287,9 @@ class Scenario:
         n += sum(1 + r.reads + (r.delay > 0) + (r.gap > 0) for r in self.readers)
         n += sum(1 + (q.handler != "nop") + (q.delay > 0) for q in self.irqs)
         n += sum(2 + (h.delay > 0) + (h.gap > 0) for h in self.hotplug)
-        n += sum(3 + (u.image != "good") + u.aslr_entropy + u.seamdb_entropy + (u.delay > 0) + u.retries
-                 for u in self.updates)
+        n += sum(3 + (u.image != "good") + u.aslr_entropy + u.seamdb_entropy + u.relocation
+                 + (u.alloc_fail > 0) + (u.delay > 0) + u.retries for u in self.updates)
+        n += (self.sockets > 1) + sum(h.victim2 > 0 for h in self.hotplug) + 2 * self.reboot
         return n
 
     def simplifications(self) -> Iterator[Scenario]:
@@ -269,6 +304,10 @@ class Scenario:
                 if name == "updates" and len(items) == 1:
                     break
                 yield replace(self, **{name: items[:i] + items[i + 1:]})
+        if self.reboot:
+            yield replace(self, reboot=False)
+        if self.sockets > 1:
+            yield replace(self, sockets=1)
         if self.cpus > 2:  # a smaller host
             for n in sorted({2, self.cpus - 1}):
                 if n < self.cpus:
@@ -292,13 +331,13 @@ class Scenario:
                 if nq != q:
                     yield replace(self, irqs=self.irqs[:i] + [nq] + self.irqs[i + 1:])
         for i, h in enumerate(self.hotplug):
-            for change in ({"delay": 0}, {"gap": 0}):
+            for change in ({"victim2": 0}, {"delay": 0}, {"gap": 0}):
                 nh = replace(h, **change)
                 if nh != h:
                     yield replace(self, hotplug=self.hotplug[:i] + [nh] + self.hotplug[i + 1:])
         for i, u in enumerate(self.updates):
             for change in ({"image": "good"}, {"aslr_entropy": False}, {"seamdb_entropy": False},
-                           {"delay": 0}, {"retries": 0}):
+                           {"relocation": False}, {"alloc_fail": 0}, {"delay": 0}, {"retries": 0}):
                 nu = replace(u, **change)
                 if nu != u:
                     yield replace(self, updates=self.updates[:i] + [nu] + self.updates[i + 1:])
@@ -313,7 +352,8 @@ class Scenario:
             victim = h.victim if h.victim < n else n - 1
             if victim == 0:
                 continue
-            hot.append(replace(h, cpu=c(h.cpu), victim=victim))
+            v2 = h.victim2 if h.victim2 < n and h.victim2 != victim else 0
+            hot.append(replace(h, cpu=c(h.cpu), victim=victim, victim2=v2))
         faults = []
         from tdxseam.seam.faults import parse_fault_spec
 
@@ -323,7 +363,7 @@ class Scenario:
                 f = f.replace(f"@{r.cpu}", f"@{c(r.cpu)}", 1)
             faults.append(f)
         sc = replace(
-            self, cpus=n, updater_cpu=c(self.updater_cpu),
+            self, cpus=n, sockets=min(self.sockets, n), updater_cpu=c(self.updater_cpu),
             tds=[replace(t, cpu=c(t.cpu)) for t in self.tds],
             readers=[replace(r, cpu=c(r.cpu)) for r in self.readers],
             irqs=[replace(q, cpu=c(q.cpu), target=c(q.target)) for q in self.irqs],
@@ -362,69 +402,83 @@ def _leaf_of(spec: str) -> str:
     return spec.split("=", 1)[0].split("@", 1)[0].split("#", 1)[0]
 
 
-def generate(seed: int, *, cpus: int | None = None) -> Scenario:
-    """The scenario of `seed` (on a `cpus`-CPU host if given, else a size drawn from the seed)."""
+def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> Scenario:
+    """The scenario of `seed` (on a `cpus`-CPU host if given, else a size drawn from the seed)
+    for the kernel profile `kernel`."""
     rng = random.Random(f"tdxseam sim scenario {seed}")
     n = cpus if cpus is not None else rng.choice(HOST_SIZES)
     if not 1 <= n <= 4096:
         raise ValueError(f"cpus must be 1..4096, not {n}")
+    # swarm: this seed's feature set (each kept with probability 3/4)
+    on = {f: rng.random() < 0.75 for f in SWARM_FEATURES}
     start = rng.choice((3, 4, 5, 6))
     cap = rng.choices((64, 1, 2), weights=(80, 10, 10))[0]
     nup = rng.choices((1, 2, 3), weights=(65, 28, 7))[0]
+    sockets = rng.choice((1, 2)) if on["sockets"] and n >= 4 else 1
 
     def delay(hi: int = MAX_DELAY) -> int:
         return rng.randint(0, hi) if rng.random() < 0.7 else 0
 
-    # a CPU that may go offline: never cpu0, and nothing else is placed on it
-    victim = n - 1 if n >= 3 and rng.random() < 0.25 else None
-    usable = [c for c in range(n) if c != victim]
+    # CPUs that may go offline: never cpu0, and nothing else is placed on them
+    victim = n - 1 if n >= 3 and on["hotplug"] and rng.random() < 0.4 else None
+    victim2 = n - 2 if victim is not None and n >= 4 and rng.random() < 0.5 else 0
+    usable = [c for c in range(n) if c not in (victim, victim2 or None)]
+    # a busy victim: readers and KVM tasks may start there and migrate when it goes offline
+    busy = usable + [c for c in (victim, victim2) if c] if victim is not None and rng.random() < 0.5 else usable
 
     target = start
     updates = []
     for _ in range(nup):
         target += rng.choice((1, 1, 2, 3))
-        image = rng.choices(IMAGE_KINDS, weights=(85, 5, 5, 5))[0]
+        image = rng.choices(IMAGE_KINDS, weights=(85, 5, 5, 5))[0] if on["bad-images"] else "good"
+        ent = on["entropy"]
         updates.append(UpdateSpec(
             to=str(ModuleVersion(1, 5, target)), image=image, delay=delay(),
-            aslr_entropy=rng.random() < 0.04, seamdb_entropy=rng.random() < 0.04,
+            aslr_entropy=ent and rng.random() < 0.05, seamdb_entropy=ent and rng.random() < 0.05,
+            relocation=ent and rng.random() < 0.03,
+            alloc_fail=rng.randint(1, 3) if ent and rng.random() < 0.03 else 0,
             retries=rng.choice((1, 2, 3)),
         ))
     tds = []
-    for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
+    for _ in range(rng.choice((0, 1, 1, 2, 2, 3)) if on["tds"] else 0):
         kind = rng.choices(("prebuilt", "meanwhile", "race"), weights=(40, 30, 30))[0]
         tds.append(TdSpec(
-            cpu=rng.choice(usable), vcpus=rng.choice((1, 1, 2)), pages=rng.choice((1, 1, 2)),
+            cpu=rng.choice(busy), vcpus=rng.choice((1, 1, 2)), pages=rng.choice((1, 1, 2)),
             prebuilt=kind == "prebuilt", race=rng.randint(1, nup) if kind == "race" else 0,
             delay=delay(20 if kind == "race" else MAX_DELAY), runs=rng.choice((0, 1, 2, 3)),
         ))
-    readers = [ReaderSpec(cpu=rng.choice(usable), attr=rng.choice(READ_ATTRS), reads=rng.randint(1, 4),
+    readers = [ReaderSpec(cpu=rng.choice(busy), attr=rng.choice(READ_ATTRS), reads=rng.randint(1, 4),
                           delay=delay(), gap=delay(20))
-               for _ in range(rng.choice((0, 1, 1, 2, 3)))]
-    irqs = [IrqSpec(cpu=rng.choice(usable), target=rng.choice(usable), handler=rng.choice(IRQ_HANDLERS),
-                    delay=delay())
-            for _ in range(rng.choice((0, 0, 1, 2, 3, 4)))]
+               for _ in range(rng.choice((0, 1, 1, 2, 3)) if on["readers"] else 0)]
+    # interrupt handlers that call the P-SEAMLDR exist only with v4's irqsave lock
+    irqs = [IrqSpec(cpu=rng.choice(usable), target=rng.choice(usable),
+                    handler=rng.choice(IRQ_HANDLERS if kernel == "v4" else ("nop", "nmi")), delay=delay())
+            for _ in range(rng.choice((0, 0, 1, 2, 3, 4)) if on["irqs"] else 0)]
     hotplug = []
     if victim is not None:
         race = rng.randint(1, nup) if rng.random() < 0.7 else 0
         hotplug.append(HotplugSpec(cpu=rng.choice(usable), victim=victim, race=race,
-                                   delay=delay(15 if race else MAX_DELAY), gap=delay(30)))
+                                   delay=delay(15 if race else MAX_DELAY), gap=delay(30), victim2=victim2))
     faults: list[str] = []
-    roll = rng.random()
-    for _ in range(2 if roll < 0.1 else 1 if roll < 0.4 else 0):
+    roll = rng.random() if on["faults"] else 1.0
+    for _ in range(2 if roll < 0.12 else 1 if roll < 0.45 else 0):
         f = _fault(rng, n, nup)
         if _leaf_of(f) not in {_leaf_of(x) for x in faults}:  # one rule per leaf
             faults.append(f)
+    updater = rng.choice(usable)
+    reboot = rng.random() < 0.25
     sc = Scenario(seed=seed, cpus=n, module=str(ModuleVersion(1, 5, start)), seamdb_capacity=cap,
-                  updater_cpu=rng.choice(usable), tds=tds, readers=readers, irqs=irqs, hotplug=hotplug,
-                  updates=updates, faults=faults)
+                  kernel=kernel, sockets=sockets, updater_cpu=updater, tds=tds, readers=readers,
+                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot)
     sc.validate()
     return sc
 
 
-def tiny(seed: int = 0, *, cpus: int = 2, reader: bool = True, fault: str | None = None) -> Scenario:
+def tiny(seed: int = 0, *, cpus: int = 2, reader: bool = True, fault: str | None = None,
+         kernel: str = "merged") -> Scenario:
     """A minimal scenario for exhaustive schedule exploration: one update, one prebuilt TD,
     optionally one reader of seamldr_version racing it."""
     readers = [ReaderSpec(cpu=cpus - 1, attr="seamldr_version")] if reader else []
-    return Scenario(seed=seed, cpus=cpus, module="1.5.06",
+    return Scenario(seed=seed, cpus=cpus, module="1.5.06", kernel=kernel,
                     tds=[TdSpec(cpu=0, prebuilt=True, runs=0)], readers=readers,
                     updates=[UpdateSpec(to="1.5.08", retries=0)], faults=[fault] if fault else [])

@@ -36,10 +36,13 @@ class PctPolicy:
     name = "pct"
 
     def __init__(self, seed: int, *, depth: int = 3, horizon: int = 1500) -> None:
-        self.rng = random.Random(f"tdxseam pct {seed}")
+        self.rng = random.Random(f"tdxseam pct {seed}")  # the priorities
         self.depth = max(1, depth)
         k = max(2, horizon)
-        self.change_points = sorted(self.rng.sample(range(1, k), min(self.depth - 1, k - 1)))
+        # change points from their own stream, so a run's prefix before the first change point is
+        # the same whatever the depth (the horizon probe relies on it)
+        cp = random.Random(f"tdxseam pct change points {seed}")
+        self.change_points = sorted(cp.sample(range(1, k), min(self.depth - 1, k - 1)))
         self.prio: dict[Any, float] = {}
         self.decisions = 0
         self.last: Any = None
@@ -66,6 +69,17 @@ class PctPolicy:
                 best, bp = i, p
         self.last = cands[best]
         return best
+
+
+def measured_horizon(scenario: Scenario, mutations: tuple[str, ...] | frozenset[str] = ()) -> int:
+    """PCT's horizon k for a scenario: the decisions its PCT run makes without change points (a
+    probe run with the same priorities), so the d-1 change points fall inside the run rather than
+    past its end (the run is the probe's up to the first change point)."""
+    from tdxseam.sim.runner import SimRun
+
+    probe = PctPolicy(scenario.seed, depth=1)
+    SimRun(scenario, mutations=mutations, schedule=probe).run()
+    return max(2, probe.decisions)
 
 
 @dataclass

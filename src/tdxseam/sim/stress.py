@@ -20,6 +20,7 @@ IRQ_SHARE = 0.3  # with irq_calls, the share of calls made from interrupt handle
 class StressResult:
     seed: int
     cpus: int
+    kernel: str = "merged"
     calls: int = 0
     failed: int = 0
     irq_calls: int = 0
@@ -33,7 +34,7 @@ class StressResult:
 
     def to_json(self) -> dict:
         return {
-            "seed": self.seed, "cpus": self.cpus, "calls": self.calls, "failed": self.failed,
+            "seed": self.seed, "kernel": self.kernel, "cpus": self.cpus, "calls": self.calls, "failed": self.failed,
             "irq_calls": self.irq_calls, "max_inside": self.max_inside, "refused": self.refused,
             "lock_reports": self.lock_reports, "deadlock": self.deadlock,
             "deadlock_report": self.deadlock_report, "steps": self.steps,
@@ -43,16 +44,16 @@ class StressResult:
 
 def run_stress(cpus: int, calls: int, *, seed: int = 0, irq_calls: bool = False,
                unserialized: bool = False, no_irqsave: bool = False, trace: bool = False,
-               max_steps: int | None = None) -> tuple[StressResult, EmulatedHost]:
+               max_steps: int | None = None, kernel: str = "merged") -> tuple[StressResult, EmulatedHost]:
     mutations = set()
     if unserialized:
         mutations.add("no-lock")
     if no_irqsave:
         mutations.add("no-irqsave")
     host = EmulatedHost(cpus, seed=seed, mutations=frozenset(mutations), trace=trace,
-                        max_steps=max_steps)
+                        max_steps=max_steps, kernel=kernel)
     k, m = host.kernel, host.machine
-    res = StressResult(seed=seed, cpus=cpus)
+    res = StressResult(seed=seed, cpus=cpus, kernel=host.kernel.profile.name)
     boot_steps = m.sched.steps
     boot_choices = len(m.sched.choices)
 

@@ -64,9 +64,10 @@ LEAF_CONTEXT: dict[str, LeafContext] = {
         "output registers for it",
         boot="reading the module's metadata (get_tdx_sys_info) failed, so init_tdx_module fails; TDX "
              "is not available this boot",
-        runtime="before TDH.SYS.SHUTDOWN the kernel reads the handoff version (a failure WARNs and the "
-                "update goes on with version 0); after TDH.SYS.UPDATE it re-reads the version (a "
-                "failure WARNs; the update itself succeeded)",
+        runtime="before TDH.SYS.SHUTDOWN the kernel reads the handoff version (the merged kernel "
+                "refuses to shut down without it: the update fails and the old module still runs; "
+                "the v10 posting WARNed and went on with version 0); after TDH.SYS.UPDATE it re-reads "
+                "the version (a failure WARNs; the update itself succeeded)",
         source="spec-linux.md §5.6"),
     "TDH_SYS_SHUTDOWN": LeafContext(
         "first step of a runtime update: the running module writes its handoff data and stops",

@@ -1,0 +1,120 @@
+"""A data-race detector for shared kernel data, in the spirit of KCSAN (with a lockset rule).
+
+Kernel code that touches a shared field calls `kcsan_access(k, obj, field, write=..., marked=...)`
+(`marked` for READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks
+that CPU holds. Two accesses to the same field race when they come from different CPUs, at least
+one writes, at least one is plain (unmarked), and the two locksets have no lock in common; the
+first such pair per field is reported, naming both CPUs, sites and locksets.
+
+The detector is off until `enable()` (the simulator turns it on); when `preempt` is set, every
+recorded access is also a preemption point, so a schedule can interleave CPUs between a plain
+read and the write that depends on it and the race can also show as a wrong outcome.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    from tdxseam.kernel.kernel import Kernel
+
+
+@dataclass(frozen=True)
+class Access:
+    cpu: int
+    write: bool
+    marked: bool
+    locks: frozenset[str]
+    site: str
+
+    def describe(self) -> str:
+        kind = ("WRITE_ONCE" if self.write else "READ_ONCE") if self.marked else ("write" if self.write else "read")
+        held = ", ".join(sorted(self.locks)) or "no lock"
+        return f"{kind} on cpu{self.cpu} at {self.site} holding {held}"
+
+
+@dataclass
+class RaceReport:
+    field: str
+    first: Access
+    second: Access
+
+    @property
+    def message(self) -> str:
+        return (f"data race on {self.field}: {self.second.describe()}, "
+                f"racing with {self.first.describe()}")
+
+
+@dataclass
+class Kcsan:
+    enabled: bool = False
+    preempt: bool = False
+    reports: list[RaceReport] = field(default_factory=list)
+    accesses: int = 0
+    # per field, for writes and for reads: the two latest accesses from distinct CPUs
+    _last: dict[str, dict[bool, list[tuple]]] = field(default_factory=dict)
+    _reported: set[str] = field(default_factory=set)
+
+    def enable(self, *, preempt: bool = False) -> None:
+        self.enabled = True
+        self.preempt = preempt
+
+    def forget(self, obj: str) -> None:
+        """A new object under this name (e.g. the next update's control data): start afresh."""
+        for key in [k for k in self._last if k.startswith(obj + ".")]:
+            del self._last[key]
+
+
+def _site(code, lineno: int) -> str:
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{lineno} ({code.co_name})"
+
+
+def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = False) -> None:
+    """Record one access of `obj.name` by the running CPU (see the module docstring)."""
+    kc = k.kcsan
+    if not kc.enabled:
+        return
+    cpu = k.machine.sched.current.cpu
+    if kc.preempt and not marked:  # only a plain access can be half of a race
+        cpu.preempt_point()
+    kc.accesses += 1
+    key = obj + "." + name
+    held = k.lockdep.held.get(cpu.id)
+    locks = frozenset(lock.name for lock in held) if held else _NO_LOCKS
+    last = kc._last.get(key)
+    if last is None:
+        last = kc._last[key] = {True: [], False: []}
+    cid = cpu.id
+    # records are plain tuples (cpu, marked, locks, code, line): Access objects and site strings
+    # are made only for a report
+    if key not in kc._reported:
+        # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
+        # many CPUs there are (KCSAN, too, only sees accesses that meet in time)
+        for w, recs in ((True, last[True]), (False, last[False] if write else ())):
+            for prev in recs:
+                if key in kc._reported or prev[0] == cid or (prev[1] and marked) or prev[2] & locks:
+                    continue
+                f = sys._getframe(1)
+                first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
+                second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
+                kc._reported.add(key)
+                kc.reports.append(RaceReport(key, first, second))
+                k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
+                break
+    recent = last[write]
+    if recent and recent[0][0] == cid and recent[0][1] == marked and recent[0][2] == locks:
+        return  # the same kind of access from here again: the record stands
+    f = sys._getframe(1)
+    rec = (cid, marked, locks, f.f_code, f.f_lineno)
+    if not recent:
+        last[write] = [rec]
+    elif recent[0][0] == cid:
+        recent[0] = rec
+    else:
+        last[write] = [rec, recent[0]]
+
+
+_NO_LOCKS: frozenset[str] = frozenset()
