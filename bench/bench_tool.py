@@ -1,15 +1,26 @@
 """Operator tool benchmarks: `tdxseam plan --json` over Intel's fixture releases with every signature
-checked, and the CLI's start-up time (`tdxseam --help`).
+checked, against Intel's own `version_select_and_load.py --list`, and the CLI's start-up time.
 
-    .venv/bin/python bench/bench_tool.py [--runs N]
+    .venv/bin/python bench/bench_tool.py [--runs N] [--pairs P] [--intel-script PATH]
 
 Figures printed (milliseconds, median of N runs, with min and max):
 - plan, in-process: read a host root, load the catalog (9 releases), verify every file (RSA-3072
   signature, key pin, SEAMHASH over the module), apply every rule, compare with Intel's choice;
 - plan --json, whole command: the same as a user runs it (interpreter start-up included);
-- `tdxseam --help`: start-up with nothing but typer loaded, against a bare `python -c pass`;
+- plan --json against Intel's script: P paired runs on one emulated host (`tdxseam emulate`'s FUSE
+  mount; a plain directory with the same files where FUSE is missing), the two commands run
+  alternately, each reading the same catalog and the same mount. Ratio = median of ours / median
+  of Intel's (goal <= 1.25); every run of ours must show all 9 releases verified (no result is
+  kept between runs). Intel's script comes from $TDXSEAM_INTEL_SCRIPT, --intel-script, or the
+  catalog directory (where Intel's repository keeps it); it is copied to a temporary directory
+  with its /sys paths prefixed by the mount point and its catalog linked beside it, and run with
+  a stub `cpuid` module (--list never calls it; the real one only adds import time to Intel's
+  side). Without the script the comparison is skipped and says so;
+- `tdxseam --help`: start-up with nothing but typer loaded, against a bare `python -c pass`
+  (goal < 100 ms);
 - the heaviest imports of `tdxseam --help` (python -X importtime), to find a regression.
-The host is a plain directory with the sysfs files of a 1.5.06 / P-SEAMLDR 1.5.00 host.
+Subprocesses run with bytecode caching on (as after `pip install`), after warm-up runs.
+The in-process host is a plain directory with the sysfs files of a 1.5.06 / P-SEAMLDR 1.5.00 host.
 """
 
 from __future__ import annotations
@@ -17,6 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,7 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-HELP_GOAL_MS = 150
+HELP_GOAL_MS = 100
+PLAN_RATIO_GOAL = 1.25
 
 
 def intel_dir() -> Path | None:
@@ -41,11 +56,17 @@ def stats(ms: list[float]) -> str:
     return f"median {statistics.median(ms):7.1f} ms   min {min(ms):7.1f}   max {max(ms):7.1f}   (n={len(ms)})"
 
 
+def _env() -> dict:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure as installed: bytecode cached
+    return env
+
+
 def timed_runs(cmd: list[str], runs: int, env: dict | None = None) -> list[float]:
     out = []
     for _ in range(runs):
         t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, env=env, cwd=REPO)
+        r = subprocess.run(cmd, capture_output=True, env=env or _env(), cwd=REPO)
         out.append((time.perf_counter() - t) * 1000)
         if r.returncode not in (0,):
             raise SystemExit(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.decode()[:300]}")
@@ -73,11 +94,145 @@ def bench_plan(fixtures: Path, runs: int) -> None:
         cmd = [sys.executable, "-m", "tdxseam.cli", "plan", "--json", "--catalog", str(fixtures),
                "--sysfs-root", str(root)]
         ms = timed_runs(cmd, runs)
-        out = subprocess.run(cmd, capture_output=True, cwd=REPO).stdout
+        out = subprocess.run(cmd, capture_output=True, cwd=REPO, env=_env()).stdout
         size = len(out)
         assert json.loads(out)["selected"]["version"] == "1.5.13"
         print(f"tdxseam plan --json, whole command ({size} bytes of JSON):")
         print(f"  {stats(ms)}")
+
+
+# -- plan --json against Intel's version_select_and_load.py --list ------------------------------------
+
+_INTEL_PATHS = re.compile(r'^(\w+_PATH) = "(/[^"]*)"', re.M)
+
+
+def find_intel_script(fixtures: Path, given: str | None) -> Path | None:
+    for c in (given, os.environ.get("TDXSEAM_INTEL_SCRIPT"), fixtures / "version_select_and_load.py"):
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def intel_copy(script: Path, fixtures: Path, root: Path, work: Path) -> tuple[Path, list[str]]:
+    """Intel's script, unchanged but for its /sys paths (prefixed by `root`), in a directory that
+    links the catalog's mapping file and joined_files (it reads the directory it sits in), with a
+    stub `cpuid` module beside it."""
+    text = script.read_text()
+    moved = [f"{m.group(1)} {m.group(2)}" for m in _INTEL_PATHS.finditer(text)]
+    text = _INTEL_PATHS.sub(lambda m: f'{m.group(1)} = "{root}{m.group(2)}"', text)
+    d = work / "intel"
+    d.mkdir()
+    (d / "version_select_and_load.py").write_text(text)
+    (d / "mapping_file.json").symlink_to(fixtures / "mapping_file.json")
+    (d / "joined_files").symlink_to(fixtures / "joined_files")
+    stub = work / "stub"
+    stub.mkdir()
+    (stub / "cpuid.py").write_text("def cpuid(leaf, subleaf=0):\n    raise OSError('cpuid stub')\n")
+    return d / "version_select_and_load.py", moved
+
+
+def start_emulated_host(mnt: Path) -> subprocess.Popen | None:
+    """`tdxseam emulate` serving a 1.5.06 / P-SEAMLDR 1.5.00 host at `mnt`; None without FUSE."""
+    try:
+        from tdxseam.sysfs.fuse import fuse_unavailable_reason
+    except ImportError:
+        return None
+    if fuse_unavailable_reason():
+        return None
+    exe = Path(sys.executable).parent / "tdxseam"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tdxseam.cli"]
+    proc = subprocess.Popen(cmd + ["emulate", "--mount", str(mnt), "--cpus", "8"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (mnt / "sys/devices/faux/tdx_host/version").exists():
+            return proc
+        time.sleep(0.1)
+    stop_emulated_host(proc)
+    return None
+
+
+def stop_emulated_host(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench_vs_intel(fixtures: Path, pairs: int, given: str | None) -> None:
+    from _tool_host import make_root
+
+    script = find_intel_script(fixtures, given)
+    if script is None:
+        print("plan --json vs Intel's version_select_and_load.py --list: skipped (Intel's script not "
+              "found; set TDXSEAM_INTEL_SCRIPT or pass --intel-script)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        mnt = work / "mnt"
+        mnt.mkdir()
+        proc = start_emulated_host(mnt)
+        if proc is None:
+            root, where = make_root(work / "root"), "plain directory (FUSE unavailable)"
+        else:
+            root, where = mnt, "tdxseam emulate FUSE mount"
+        try:
+            intel, moved = intel_copy(script, fixtures, root, work)
+            env = _env()
+            env["PYTHONPATH"] = str(work / "stub")
+            exe = Path(sys.executable).parent / "tdxseam"
+            ours_cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "tdxseam.cli"]) + [
+                "plan", "--json", "--catalog", str(fixtures), "--sysfs-root", str(root)]
+            intel_cmd = [sys.executable, str(intel), "--list"]
+
+            cpu: dict[int, list[float]] = {id(ours_cmd): [], id(intel_cmd): []}
+
+            def once(cmd: list[str], e: dict) -> tuple[float, bytes]:
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t = time.perf_counter()
+                r = subprocess.run(cmd, capture_output=True, env=e, cwd=work)
+                ms = (time.perf_counter() - t) * 1000
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[id(cmd)].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000)
+                if r.returncode != 0:
+                    raise SystemExit(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.decode()[:300]}")
+                return ms, r.stdout
+
+            for _ in range(2):  # warm-up: page cache, bytecode
+                once(intel_cmd, env)
+                once(ours_cmd, _env())
+            for v in cpu.values():
+                v.clear()
+            mine, theirs = [], []
+            for i in range(pairs):
+                order = [(ours_cmd, _env(), mine), (intel_cmd, env, theirs)]
+                for cmd, e, acc in (order if i % 2 == 0 else order[::-1]):
+                    ms, out = once(cmd, e)
+                    acc.append(ms)
+                    if acc is mine:
+                        doc = json.loads(out)
+                        checked = sum(1 for r in doc["releases"]
+                                      for c in r["checks"] if c["name"] == "verify" and c["ok"])
+                        assert checked == len(doc["releases"]) == 9, checked
+            cpu_ratio = statistics.median(cpu[id(ours_cmd)]) / statistics.median(cpu[id(intel_cmd)])
+            listing = once(intel_cmd, env)[1].decode().split()
+        finally:
+            if proc is not None:
+                stop_emulated_host(proc)
+    ratio = statistics.median(mine) / statistics.median(theirs)
+    per_pair = statistics.median(m / t for m, t in zip(mine, theirs))
+    print(f"plan --json vs Intel's --list, {pairs} paired runs on a {where}:")
+    listed = sum(1 for w in listing if re.fullmatch(r"\d+\.\d+\.\d+", w))
+    print(f"  Intel's script ({script.name}; {', '.join(moved)} under the mount; lists {listed} releases):")
+    print(f"    {stats(theirs)}")
+    print(f"  tdxseam plan --json (9 of 9 releases verified on every run):")
+    print(f"    {stats(mine)}")
+    print(f"  ratio (median / median) {ratio:.2f}, median of per-pair ratios {per_pair:.2f}   "
+          f"goal <= {PLAN_RATIO_GOAL}: {'met' if ratio <= PLAN_RATIO_GOAL else 'NOT met'}")
+    print(f"  CPU time of the two processes (user+sys, medians; the FUSE server's not counted): "
+          f"ratio {cpu_ratio:.2f}")
 
 
 def bench_startup(runs: int) -> None:
@@ -92,7 +247,7 @@ def bench_startup(runs: int) -> None:
     print(f"{' '.join(Path(help_cmd[0]).name if i == 0 else a for i, a in enumerate(help_cmd))}:")
     print(f"  {stats(ms)}   goal < {HELP_GOAL_MS} ms: {'met' if med < HELP_GOAL_MS else 'NOT met'}")
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tdxseam.cli", "--help"],
-                       capture_output=True, text=True, cwd=REPO)
+                       capture_output=True, text=True, cwd=REPO, env=_env())
     rows = []
     for line in r.stderr.splitlines():
         parts = line.split("|")
@@ -108,12 +263,15 @@ def bench_startup(runs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--pairs", type=int, default=21)
+    ap.add_argument("--intel-script", metavar="PATH", help="Intel's version_select_and_load.py")
     args = ap.parse_args()
     fixtures = intel_dir()
     if fixtures is None:
         print("plan: skipped (Intel fixtures not found; set TDXSEAM_INTEL_BINARIES)")
     else:
         bench_plan(fixtures, args.runs)
+        bench_vs_intel(fixtures, args.pairs, args.intel_script)
     bench_startup(args.runs)
 
 

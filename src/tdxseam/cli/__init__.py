@@ -2,6 +2,7 @@
 
 Help is plain text (no rich): loading rich costs ~100 ms at every `--help`. Every error, usage
 errors included, is one line `tdxseam: error: ...` on stderr with a documented exit code.
+The typer application (`app`) is built on first use: `plan` runs without typer (fastpath.py).
 """
 
 from __future__ import annotations
@@ -9,25 +10,48 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
 from tdxseam.cli import exits
 
-app = typer.Typer(
-    name="tdxseam",
-    help="Reference model of the TDX P-SEAMLDR call path and runtime TDX module updates.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
-from tdxseam.cli import cmd_core  # noqa: E402,F401  (registers commands on `app`)
-from tdxseam.cli import cmd_demo  # noqa: E402,F401
-from tdxseam.cli import cmd_emulate  # noqa: E402,F401
-from tdxseam.cli import cmd_tool  # noqa: E402,F401
-from tdxseam.cli import cmd_sim  # noqa: E402,F401
-from tdxseam.cli import cmd_diag  # noqa: E402,F401
+def _make_app():
+    import typer
+
+    app = typer.Typer(
+        name="tdxseam",
+        help="Reference model of the TDX P-SEAMLDR call path and runtime TDX module updates.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    globals()["app"] = app  # before the commands import it
+
+    from tdxseam.cli import cmd_core  # noqa: F401  (registers commands on `app`)
+    from tdxseam.cli import cmd_demo  # noqa: F401
+    from tdxseam.cli import cmd_emulate  # noqa: F401
+    from tdxseam.cli import cmd_tool  # noqa: F401
+    from tdxseam.cli import cmd_sim  # noqa: F401
+    from tdxseam.cli import cmd_diag  # noqa: F401
+
+    return app
+
+
+def _get_app():
+    return globals().get("app") or _make_app()
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from tdxseam.cli import app`
+        return _make_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _NotRaised(Exception):
+    """Stands for typer's and click's exceptions on the fast path, which loads neither."""
+
+
+class _NoClick:
+    NoArgsIsHelpError = UsageError = ClickException = _NotRaised
 
 
 def _error(message: str, code: int) -> None:
@@ -36,10 +60,21 @@ def _error(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from typer._click import exceptions as click_exc
+    from tdxseam.cli.fastpath import fast_command
 
+    fast = fast_command(sys.argv[1:] if argv is None else argv)
+    if fast is None:
+        import typer
+        from typer._click import exceptions as click_exc
+
+        abort = typer.Abort
+    else:
+        click_exc, abort = _NoClick, _NotRaised
     try:
-        rv = app(args=argv, prog_name="tdxseam", standalone_mode=False)
+        if fast is not None:
+            rv = fast()
+        else:
+            rv = _get_app()(args=argv, prog_name="tdxseam", standalone_mode=False)
     except exits.CliError as e:
         _error(str(e), e.code)
     except click_exc.NoArgsIsHelpError as e:
@@ -51,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         _error(f"{msg} (see '{cmd} --help')", exits.USAGE)
     except click_exc.ClickException as e:
         _error(" ".join(e.format_message().split()), e.exit_code or exits.FAILED)
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, abort):
         print("tdxseam: interrupted", file=sys.stderr)
         sys.exit(exits.INTERRUPTED)
     except BrokenPipeError:

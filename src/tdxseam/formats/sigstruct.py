@@ -279,27 +279,34 @@ def key_hash_from_pem(pem: bytes) -> bytes:
     return key_hash_of_modulus(numbers.n)
 
 
+# DER DigestInfo prefix of a SHA-384 digest (RFC 8017 §9.2, note 1)
+_SHA384_DIGEST_INFO = bytes.fromhex("3041300d060960864801650304020205000430")
+
+
+def pkcs1v15_sha384_encoding(message: bytes, k: int = RSA_KEY_BYTES) -> bytes:
+    """EMSA-PKCS1-v1_5 (RFC 8017 §9.2) of SHA-384(message) for a k-byte modulus:
+    00 01 FF..FF 00 || DigestInfo || H."""
+    t = _SHA384_DIGEST_INFO + hashlib.sha384(message).digest()
+    return b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
+
+
 def verify_signature(sig: Sigstruct) -> bool:
     """RSA-3072 PKCS#1 v1.5 / SHA-384 over `signed_message`, with the sigstruct's own modulus.
 
     Whether that modulus is trusted is a separate check (key_hash). Fixed e = 65537 as in
     spec-formats §2; a different stored exponent is a separate check too.
-    """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
-    from cryptography.hazmat.primitives.hashes import SHA384
 
+    RFC 8017 §8.2.2: s^e mod n must equal the one valid encoding of the message's digest, byte
+    for byte; nothing of the decrypted block is parsed. With public values only this needs no
+    constant-time care, and it spares every `plan` and `verify` from loading cryptography (tests
+    hold it to cryptography's verdict on valid, forged and mutated signatures).
+    """
     n = sig.modulus_int
     s = sig.signature_int
     if n.bit_length() != 3072 or not (0 < s < n):
         return False
-    try:
-        key = RSAPublicNumbers(RSA_EXPONENT, n).public_key()
-        key.verify(s.to_bytes(RSA_KEY_BYTES, "big"), sig.signed_message, PKCS1v15(), SHA384())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    em = pow(s, RSA_EXPONENT, n).to_bytes(RSA_KEY_BYTES, "big")
+    return em == pkcs1v15_sha384_encoding(sig.signed_message)
 
 
 # -- the P-SEAMLDR's checks as data -----------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from tdxseam.formats.errors import VersionError
 
-_VERSION_RE = re.compile(r"(\d{1,5})\.(\d{1,5})\.(\d{1,5})")
+_VERSION_RE = re.compile(r"([0-9]{1,5})\.([0-9]{1,5})\.([0-9]{1,5})")  # ASCII only: `\d` also matches other scripts' digits
 
 
 class ModuleVersion(NamedTuple):

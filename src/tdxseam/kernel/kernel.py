@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from tdxseam import get_logger
 from tdxseam.kernel.locks import Lockdep, RawSpinlock
 from tdxseam.kernel.profile import KernelProfile, get_profile
 from tdxseam.platform.cpu import Cpu
 from tdxseam.platform.machine import Machine
 
-log = logging.getLogger("tdxseam.kernel")
+log = get_logger("tdxseam.kernel")
 
 # Planted bugs: each name switches host code to a broken variant, to prove the checks bite.
 MUTATIONS = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import logging
 import os
 import shutil
 import signal
@@ -31,12 +30,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tdxseam import get_logger
 from tdxseam.sysfs.tree import Cred, Stat
 
 if TYPE_CHECKING:
     from tdxseam.sysfs.tree import SysfsTree
 
-log = logging.getLogger("tdxseam.sysfs.fuse")
+log = get_logger("tdxseam.sysfs.fuse")
 
 
 def fuse_unavailable_reason() -> str | None:

@@ -22,7 +22,6 @@ Two modes, one interface (`call`):
 from __future__ import annotations
 
 import errno
-import logging
 import queue
 import signal
 import threading
@@ -30,12 +29,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from tdxseam import get_logger
+
 if TYPE_CHECKING:
     from tdxseam.host import EmulatedHost
     from tdxseam.platform.cpu import Cpu
     from tdxseam.platform.sched import Task
 
-log = logging.getLogger("tdxseam.sysfs")
+log = get_logger("tdxseam.sysfs")
 
 DEFAULT_SLICE_STEPS = 256
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,11 @@ from tdxseam.tool.errors import Kind, ToolError
 FORMATS = ("v1", "v2")
 
 
-def image_for(mf: ModuleFile, fmt: str = "v2") -> bytes:
+def image_for(mf: ModuleFile, fmt: str = "v2", *, check_only: bool = False) -> bytes | None:
     """The container `fmt` holding `mf`'s sigstruct and module; ToolError if it cannot be built.
 
-    A file already in `fmt` and valid is passed through byte for byte.
+    A file already in `fmt` and valid is passed through byte for byte. `check_only`: raise what
+    building would raise but build nothing (plan judges every release; only update needs bytes).
     """
     if fmt not in FORMATS:
         raise ToolError(f"unknown image format {fmt!r} (v1 or v2)", Kind.USAGE)
@@ -35,6 +35,11 @@ def image_for(mf: ModuleFile, fmt: str = "v2") -> bytes:
         if mf.format == fmt and mf.raw is not None and not mf.issues:
             (parse_v2 if fmt == "v2" else parse_v1)(mf.raw)
             return mf.raw
+        if check_only:
+            from tdxseam.formats.image import check_v1_parts, check_v2_parts
+
+            (check_v2_parts if fmt == "v2" else check_v1_parts)(mf.sigstruct, mf.module)
+            return None
         out = build_v2(mf.sigstruct, mf.module) if fmt == "v2" else build_v1(mf.sigstruct, mf.module)
     except FormatError as exc:
         raise ToolError(f"{mf.display}: {exc}") from None
@@ -73,6 +78,8 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, fm
         raise ToolError(f"{out}: exists (use --force to replace it)", Kind.USAGE)
     if out.is_dir():
         raise ToolError(f"{out}: is a directory", Kind.USAGE)
+    import tempfile  # here: plan imports this module and never writes
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
         try:

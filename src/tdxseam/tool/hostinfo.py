@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -107,6 +108,70 @@ class SysfsRoot:
 
     def close(self, fd: int) -> None:
         os.close(fd)
+
+
+class DirCachedRoot(SysfsRoot):
+    """A SysfsRoot that opens each directory once and reaches files relative to it (openat).
+
+    The same answers as SysfsRoot, with fewer lookups: on a FUSE mount with zero entry timeouts
+    (the emulated host's) every path component of every access is a round trip to the server,
+    so `read_host` alone took ~100 of them. `read_host` uses one for its reads and drops it; the
+    directories are O_PATH handles, closed with the object.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        super().__init__(root)
+        self._dirs: dict[str, int | tuple[int, str]] = {}  # fd, or (errno, strerror) of the open
+
+    def _dir(self, rel: str) -> int:
+        got = self._dirs.get(rel)
+        if got is None:
+            parent, _, name = rel.rpartition("/")
+            flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            try:
+                got = os.open(name, flags, dir_fd=self._dir(parent)) if rel else os.open(self.root, flags)
+            except OSError as exc:  # kept as numbers: an exception would hold this frame, and self
+                got = (exc.errno or 0, exc.strerror or "")
+            self._dirs[rel] = got
+        if isinstance(got, tuple):
+            raise OSError(got[0], got[1], str(self.path(rel)))
+        return got
+
+    def _at(self, rel: str) -> tuple[int, str]:
+        parent, _, name = rel.strip("/").rpartition("/")
+        return self._dir(parent), name
+
+    def exists(self, rel: str) -> bool:
+        try:
+            fd, name = self._at(rel)
+            os.stat(name, dir_fd=fd)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def is_dir(self, rel: str) -> bool:
+        try:
+            fd, name = self._at(rel)
+            return stat.S_ISDIR(os.stat(name, dir_fd=fd).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def read_text(self, rel: str) -> str:
+        d, name = self._at(rel)
+        fd = os.open(name, os.O_RDONLY, dir_fd=d)
+        try:
+            return os.read(fd, 65536).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        dirs, self._dirs = self._dirs, {}
+        for fd in dirs.values():
+            if isinstance(fd, int):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def write_all(fd: int, data: bytes, *, chunk: int = 4096, write=os.write, on_chunk=None) -> int:
@@ -348,8 +413,8 @@ def detect_layout(fs: SysfsRoot) -> tuple[Layout | None, str | None]:
 
 def read_host(fs: SysfsRoot | str | os.PathLike[str] = "/") -> HostInfo:
     """Read every fact the tool uses; never raises for a missing or unreadable file."""
-    if not isinstance(fs, SysfsRoot):
-        fs = SysfsRoot(fs)
+    if not isinstance(fs, SysfsRoot) or type(fs) is SysfsRoot:  # plain files: open each directory once
+        fs = DirCachedRoot(fs.root if isinstance(fs, SysfsRoot) else fs)
     notes: list[str] = []
     tdx_host = fs.is_dir(TDX_HOST)
     layout, upload_dir = detect_layout(fs)

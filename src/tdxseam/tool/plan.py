@@ -338,7 +338,7 @@ def release_checks(version: ModuleVersion | None, file: ModuleFile | None, verif
         from tdxseam.tool.convert import image_for
 
         try:
-            image_for(file, fmt)
+            image_for(file, fmt, check_only=True)
             how = "sent as is" if file.format == fmt else f"converted from {file.format} to {fmt}"
             iface = "merged tdx_module interface" if fmt == "v2" else "older seamldr_upload interface"
             add(Check("image_format", True, f"{how} ({fmt} = 0x{'200' if fmt == 'v2' else '100'}, what the "
