@@ -149,6 +149,10 @@ class SeamFirmware:
         # Mutation knob for tests: names of firmware checks switched off (see PSeamldr.CHECKS and
         # TdxModule.CHECKS), to prove that each check is what a test relies on.
         self.disabled_checks: set[str] = set()
+        # What SEAMLDR.INSTALL turns loaded code into: None for the Python model (seam.module);
+        # a callable (fw, sigstruct, image, layout) -> module object to run the binary itself
+        # (seam.real). Either answers `dispatch(cpu, regs)`.
+        self.module_factory = None
         machine.seam = self
 
     # ---- platform facts (P_SYS_INFO_TABLE, MCHECK part) ----------------------------------------

@@ -443,7 +443,10 @@ class PSeamldr:
         mem.write(fw.seamrr_base + SYSINFO_REGIONS_OFFSET,
                   layout.sysinfo_regions(layout.data_stack_size // PAGE_SIZE - 1, sig.num_tls_pages))
         # The loaded code becomes a TDX module, reachable once SEAM_READY is set.
-        fw.module = TdxModule(fw, module_build(sig, image), layout)
+        if fw.module_factory is not None:
+            fw.module = fw.module_factory(fw, sig, image, layout)
+        else:
+            fw.module = TdxModule(fw, module_build(sig, image), layout)
         return SUCCESS, rec
 
     def _install_epilogue(self, status: int, rec: int, report: InstallReport) -> int:
