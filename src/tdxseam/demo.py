@@ -140,6 +140,8 @@ class DemoResult:
     seed: int = 0
     steps: int = 0
     wall_seconds: float = 0.0
+    firmware: str = "model"
+    stopped_in_seam: str | None = None  # real firmware: the module stopped inside a SEAMCALL
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -153,15 +155,20 @@ def _remaining(host: EmulatedHost) -> int | None:
 def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None = None,
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
              synthetic: bool = False,
-             progress: Callable[[Progress], None] | None = None) -> DemoResult:
+             progress: Callable[[Progress], None] | None = None,
+             firmware: str = "model") -> DemoResult:
     cat = None if synthetic else find_intel_catalog(catalog)
+    if firmware == "real" and tds:
+        raise DemoError("--firmware real runs no TDs yet (the TD leaves on Intel's binary are not "
+                        "driven by the emulated host): use --tds 0")
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
     src = choose_module(from_ or default[0], cat)
     dst = choose_module(to or default[1], cat)
     cpuid = platform_cpuid(src.sigstruct, dst.sigstruct)
     line = (2, 0) if src.sigstruct.declared_version is not None else (1, 5)
     host = EmulatedHost(cpus, seed=seed, module=src.image, trace=False, cpuid_1_eax=cpuid,
-                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)))
+                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
+                        firmware=firmware)
     k = host.kernel
     dev = tdx_host_init(k)
     before = host.run_on(0, dev.version_show)
@@ -182,7 +189,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         version_after=None, tds_before=tds_built, tds_preserved=0,
                         remaining_updates_before=remaining_before, remaining_updates_after=None,
                         error=None, status=None, from_module=src.label, to_module=dst.label,
-                        converted=dst.converted, seed=seed)
+                        converted=dst.converted, seed=seed, firmware=firmware)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
         return result

@@ -24,6 +24,10 @@ from tdxseam.seam.firmware import SeamFirmware
 from tdxseam.seam.pseamldr import MAX_NUM_OF_LPS, PSeamldr, SeamldrBuild
 
 
+def sockets_of(machine: Machine) -> int:
+    return machine.sockets
+
+
 class BootError(RuntimeError):
     """The emulated host did not come up (a model bug or an impossible configuration)."""
 
@@ -61,7 +65,8 @@ class EmulatedHost:
     def __init__(self, cpus: int = 8, *, seed: int = 0, module: Any = None,
                  seamldr: SeamldrBuild | None = None, mutations: frozenset[str] = frozenset(),
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
-                 cpuid_1_eax: int | None = None, trust_test_key: bool = True) -> None:
+                 cpuid_1_eax: int | None = None, trust_test_key: bool = True,
+                 firmware: str = "model") -> None:
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, **kw)
@@ -74,6 +79,17 @@ class EmulatedHost:
         trusted = (INTEL_KEY_HASH, signing_key().key_hash) if trust_test_key else (INTEL_KEY_HASH,)
         self.pseamldr = PSeamldr(self.fw, seamldr, trusted_key_hashes=trusted)
         self.kernel = Kernel(self.machine, mutations=mutations)
+        self.firmware = firmware
+        if firmware == "real":
+            # The TDX module is Intel's binary on the emulated CPU (the P-SEAMLDR stays the model).
+            from tdxseam.seam.real import require
+            require()
+            from tdxseam.seam.real.module import real_module_factory
+            if sockets_of(self.machine) != 1:
+                raise BootError("the real-firmware platform model describes one package")
+            self.fw.module_factory = real_module_factory(seed=seed)
+        elif firmware != "model":
+            raise ValueError(f"firmware is 'model' or 'real', not {firmware!r}")
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
         self._boot()
 

@@ -13,13 +13,15 @@ from tdxseam.cli import app, exits
 @app.command()
 def demo(
     cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
-    tds: int = typer.Option(4, "--tds", help="TDs to build and run before the update."),
+    tds: int = typer.Option(None, "--tds", help="TDs to build and run before the update (default 4; 0 with --firmware real)."),
     from_: str = typer.Option(None, "--from", help="Module the host boots with (version). Default: 1.5.06."),
     to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
     catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
     seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Use synthetic test-signed modules even when Intel's are at hand."),
+    firmware: str = typer.Option("model", "--firmware",
+                                 help="model: the Python TDX module; real: Intel's binary on the emulated CPU."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot a host running a module, start TDs, update the module in place, show what survived.
@@ -32,8 +34,15 @@ def demo(
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
     if synthetic and catalog:
         raise exits.CliError("--synthetic and --catalog exclude each other", exits.USAGE)
+    if tds is None:
+        tds = 0 if firmware == "real" else 4
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (the emulated HKIDs), not {tds}", exits.USAGE)
+    if firmware not in ("model", "real"):
+        raise exits.CliError(f"--firmware is 'model' or 'real', not {firmware!r}", exits.USAGE)
+    if firmware == "real":
+        from tdxseam.cli.cmd_firmware import require_engine
+        require_engine()
     from tdxseam.demo import DemoError, run_demo
     from tdxseam.formats.errors import FormatError
 
@@ -58,7 +67,7 @@ def demo(
         bar.start()
     try:
         r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
-                     synthetic=synthetic, progress=show)
+                     synthetic=synthetic, progress=show, firmware=firmware)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
     finally:

@@ -140,6 +140,11 @@ _MSRS: dict[int, int] = {
 }
 
 
+def tdx_keyid_start(private_hkids: int) -> int:
+    """The first TDX private KeyID: KeyID 0 is TME's, MKTME KeyIDs come next, TDX's last."""
+    return (1 << KEYID_BITS) - private_hkids
+
+
 def _ceil_log2(n: int) -> int:
     return max(n - 1, 0).bit_length()
 
@@ -189,7 +194,7 @@ class CpuModel:
 
     @property
     def mktme_keys(self) -> int:
-        return (1 << KEYID_BITS) - 1 - self.private_hkids
+        return tdx_keyid_start(self.private_hkids) - 1
 
     # ---- answers ---------------------------------------------------------------------------
 
@@ -252,6 +257,3 @@ class CpuModel:
         if index == IA32_MKTME_KEYID_PARTITIONING:
             return self.mktme_keys | self.private_hkids << 32
         return _MSRS.get(index)
-
-    def first_private_hkid(self) -> int:
-        return self.mktme_keys + 1

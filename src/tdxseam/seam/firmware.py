@@ -15,6 +15,7 @@ module in memory and runs SEAMLDR.INSTALL (scenario LOAD) on every LP before the
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.status import SeamldrStatus
 from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
 from tdxseam.platform.memory import PAGE_SHIFT, PAGE_SIZE
-from tdxseam.seam.layout import num_addressable_lps
+from tdxseam.seam.layout import SYSINFO_CMR_ARRAY, SYSINFO_MAX_CMRS, num_addressable_lps
 
 if TYPE_CHECKING:
     from tdxseam.platform.machine import Machine
@@ -191,6 +192,8 @@ class SeamFirmware:
             table[16 + 4 * s:20 + 4 * s] = eax.to_bytes(4, "little")
         table[48:56] = self.pseamldr_range_base.to_bytes(8, "little")
         table[56:64] = (self.seamrr_base + self.seamrr_size - self.pseamldr_range_base).to_bytes(8, "little")
+        for i, (base, size) in enumerate(m.mem.cmrs()[:SYSINFO_MAX_CMRS]):
+            struct.pack_into("<QQ", table, SYSINFO_CMR_ARRAY + 16 * i, base, size)
         return bytes(table)
 
     def handoff_pa(self) -> int:

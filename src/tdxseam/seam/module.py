@@ -214,6 +214,12 @@ class TdxModule:
             MdField.SYS_ATTRIBUTES: 0,
             MdField.NUM_TDX_FEATURES: 1,
             MdField.TDX_FEATURES0: b.features0,
+            # TDMR limits: the values every release reports (not modelled further)
+            MdField.MAX_TDMRS: 64,
+            MdField.MAX_RESERVED_PER_TDMR: 16,
+            MdField.PAMT_4K_ENTRY_SIZE: 16,
+            MdField.PAMT_2M_ENTRY_SIZE: 16,
+            MdField.PAMT_1G_ENTRY_SIZE: 16,
         }
 
     # ---- dispatch ------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ class SeamEngine:
         self.pconfigs: list[tuple[int, int, int]] = []  # (leaf, key id, command)
         self.nlp = cpu.ncpus
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.uc.ctl_set_cpu_model(ux.UC_CPU_X86_ICELAKE_SERVER)  # the instruction set the module uses (SMAP's STAC/CLAC ...)
         self.cs = Cs(CS_ARCH_X86, CS_MODE_64)
         self.cs.detail = True
         self._decoded: dict[int, object] = {}

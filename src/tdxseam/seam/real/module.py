@@ -20,6 +20,7 @@ from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.platform.cpu import Cpu, Regs
 from tdxseam.platform.cpumodel import CpuModel
 from tdxseam.seam.layout import SeamLayout
+from tdxseam.seam.td import TdRegistry
 from tdxseam.seam.real.engine import DEFAULT_BUDGET, REG_NAMES, SeamEngine
 from tdxseam.seam.real.errors import ModuleStopped
 
@@ -51,6 +52,8 @@ class RealModule:
         self.reported: dict[int, int] = {}  # SYS.RD answers seen at the door: what the binary says
         self.calls: list[tuple[int, int, int]] = []  # (leaf, cpu, RAX out)
         self.build = None  # the model's ModuleBuild: a real module is what it says at SYS.RD
+        self.tds = TdRegistry()  # the model's TD view: a real module's TDs live in its own memory
+        self.ready = False  # as far as the door saw: KEY.CONFIG or UPDATE done, no SHUTDOWN since
 
     def __repr__(self) -> str:
         return f"<RealModule {self.release}>"
@@ -107,8 +110,13 @@ class RealModule:
         for n in REG_NAMES:
             setattr(regs, n, res.regs[n])
         self.calls.append((leaf, cpu.id, regs.rax))
-        if leaf == TdxLeaf.TDH_SYS_RD and regs.rax == 0:
-            self.reported[field] = regs.r8
+        if regs.rax == 0:
+            if leaf == TdxLeaf.TDH_SYS_RD:
+                self.reported[field] = regs.r8
+            elif leaf in (TdxLeaf.TDH_SYS_KEY_CONFIG, TdxLeaf.TDH_SYS_UPDATE):
+                self.ready = True
+            elif leaf == TdxLeaf.TDH_SYS_SHUTDOWN:
+                self.ready = False
 
 
 def real_module_factory(*, seed: int = 0, cleared: frozenset[str] = frozenset(),
