@@ -70,3 +70,32 @@ def test_without_the_handoff_pages_intels_update_refuses(intel_dir):
     ret = host.run_on(0, seamldr_install_module, host.kernel, v2_image(intel_dir, "1.5.13"))
     assert ret != 0
     assert (TdxLeaf.TDH_SYS_UPDATE, 0, 0xC000_0509_0000_0000) in fw.module.calls  # TDX_SYS_INVALID_HANDOFF
+
+
+@pytest.mark.parametrize("firmware", ["real", "model"])
+def test_handoff_version_above_module_hv_fails_update_and_the_module_is_lost(intel_dir, firmware):
+    """Fault switch: the header's hv raised after the P-SEAMLDR checked it. Intel's UPDATE (and the
+    model's) refuse with TDX_SYS_INVALID_HANDOFF; Linux ends with no module (spec-linux §5.7):
+    `version` reads -ENXIO, the upload's error file reads firmware-invalid."""
+    import errno
+
+    from tdxseam.kernel.tdx_host import tdx_host_init
+
+    host = real_host(intel_dir, "1.5.06", cpus=4, firmware=firmware)
+    dev = tdx_host_init(host.kernel)
+    host.fw.handoff_hv_raise = 1
+    fwu = dev.fw_upload
+
+    def upload() -> None:
+        fwu.loading_store("1\n")
+        fwu.data_write(0, v2_image(intel_dir, "1.5.13"))
+        fwu.loading_store("0\n")
+
+    host.run_on(0, upload)
+    host.run()
+    assert fwu.error_show().strip() == "transferring:firmware-invalid"
+    assert host.run_on(0, dev.version_show) == -errno.ENXIO
+    failures = host.kernel.seamcall_failures
+    assert failures and failures[-1][1] == 0xC000_0509_0000_0000  # TDX_SYS_INVALID_HANDOFF
+    if firmware == "real":
+        assert host.fw.module.calls[-1] == (TdxLeaf.TDH_SYS_UPDATE, 0, 0xC000_0509_0000_0000)

@@ -110,6 +110,28 @@ def platform_cpuid(a: Sigstruct, b: Sigstruct) -> int:
     return a.cpuids[0] if a.cpuids else 0x806F8
 
 
+def host_for(module: ModuleChoice, cpus: int, *, seed: int = 0, firmware: str = "model",
+             other: ModuleChoice | None = None) -> EmulatedHost:
+    """A host booted with `module`, on CPUs it (and `other`, if given) supports, with a P-SEAMLDR
+    of the module's line (a 2.0 one reads the version a 2.0 sigstruct carries)."""
+    sig = module.sigstruct
+    cpuid = platform_cpuid(sig, (other or module).sigstruct)
+    line = (2, 0) if sig.declared_version is not None else (1, 5)
+    return EmulatedHost(cpus, seed=seed, module=module.image, trace=False, cpuid_1_eax=cpuid,
+                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
+                        firmware=firmware)
+
+
+def real_host(cpus: int, version: str | None = None, catalog: str | None = None,
+              seed: int = 0) -> EmulatedHost:
+    """A host whose TDX module is Intel's binary (`version` from the catalog, default 1.5.06)."""
+    cat = find_intel_catalog(catalog)
+    if cat is None:
+        raise DemoError("--firmware real needs Intel's binaries: give --catalog DIR or set "
+                        f"${INTEL_CATALOG_ENV}")
+    return host_for(choose_module(version or DEFAULT_REAL[0], cat), cpus, seed=seed, firmware="real")
+
+
 @dataclass
 class Progress:
     step: int  # scheduler steps since the upload began
@@ -164,11 +186,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
     src = choose_module(from_ or default[0], cat)
     dst = choose_module(to or default[1], cat)
-    cpuid = platform_cpuid(src.sigstruct, dst.sigstruct)
-    line = (2, 0) if src.sigstruct.declared_version is not None else (1, 5)
-    host = EmulatedHost(cpus, seed=seed, module=src.image, trace=False, cpuid_1_eax=cpuid,
-                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
-                        firmware=firmware)
+    host = host_for(src, cpus, seed=seed, firmware=firmware, other=dst)
     k = host.kernel
     dev = tdx_host_init(k)
     before = host.run_on(0, dev.version_show)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, leaf_name
+from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_name
 from tdxseam.formats.seamextend import SeamExtend
 from tdxseam.formats.seamldr_params import (
     SEAMLDR_MAX_NR_MODULE_PAGES,
@@ -31,7 +31,13 @@ from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.status import SeamldrStatus
 from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
 from tdxseam.platform.memory import PAGE_SHIFT, PAGE_SIZE
-from tdxseam.seam.layout import SYSINFO_CMR_ARRAY, SYSINFO_MAX_CMRS, num_addressable_lps
+from tdxseam.seam.layout import (
+    HANDOFF_HEADER_SIZE,
+    SYSINFO_CMR_ARRAY,
+    SYSINFO_MAX_CMRS,
+    HandoffHeader,
+    num_addressable_lps,
+)
 
 if TYPE_CHECKING:
     from tdxseam.platform.machine import Machine
@@ -154,6 +160,9 @@ class SeamFirmware:
         # a callable (fw, sigstruct, image, layout) -> module object to run the binary itself
         # (seam.real). Either answers `dispatch(cpu, regs)`.
         self.module_factory = None
+        # Fault switch: added to the handoff header's version as TDH.SYS.UPDATE is entered, after
+        # the P-SEAMLDR checked it (a corrupted or mis-versioned handoff the new module must refuse).
+        self.handoff_hv_raise = 0
         machine.seam = self
 
     # ---- platform facts (P_SYS_INFO_TABLE, MCHECK part) ----------------------------------------
@@ -296,8 +305,17 @@ class SeamFirmware:
         injected = self._injected(cpu, regs)
         if injected is not None:
             return injected
+        if self.handoff_hv_raise and regs.rax == TdxLeaf.TDH_SYS_UPDATE:
+            self._raise_handoff_hv()
         self.module.dispatch(cpu, regs)
         return SeamcallEnd.SEAMRET
+
+    def _raise_handoff_hv(self) -> None:
+        pa = self.handoff_pa()
+        hdr = HandoffHeader.from_bytes(self.machine.mem.read(pa, HANDOFF_HEADER_SIZE))
+        hv = min(hdr.hv + self.handoff_hv_raise, 0xFFFF)
+        self.machine.mem.write(pa, HandoffHeader(hdr.valid, hv, hdr.size).to_bytes())
+        self.machine.emit("fault", f"handoff header hv {hdr.hv} -> {hv}")
 
     # ---- what the BIOS does before the OS ------------------------------------------------------
 

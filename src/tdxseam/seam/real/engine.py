@@ -502,6 +502,10 @@ class SeamEngine:
         self.stats.host_pages_out += len(self._dirty_host)
         self._dirty_host.clear()
 
+    def copy_in(self, pa: int, size: int) -> None:
+        """Copy SEAM memory from the machine into the emulator (the handoff area before UPDATE)."""
+        self.uc.mem_write(pa, self.mem.read(pa, size))
+
     def copy_out(self, pa: int, size: int) -> None:
         """Copy SEAM memory back to the machine (the handoff area after SHUTDOWN or UPDATE)."""
         self.mem.write(pa, bytes(self.uc.mem_read(pa, size)))

@@ -4,7 +4,8 @@
 firmware: each SEAMCALL's registers go to the engine and come back as the binary's SEAMRET left
 them. The engine is built at the first SEAMCALL, after the P-SEAMLDR model has finished writing
 SYS_INFO_TABLE. After TDH.SYS.SHUTDOWN and TDH.SYS.UPDATE the handoff area is copied back to the
-machine's memory, where the P-SEAMLDR keeps it across the next install.
+machine's memory, where the P-SEAMLDR keeps it across the next install; before TDH.SYS.UPDATE it
+is copied in again (what the machine's memory holds then is what the new module reads).
 
 A module that stops inside a SEAMCALL (ud2, hlt, an exception) raises `ModuleStopped`: on hardware
 that SEAMCALL never returns, so nothing is handed back to the caller; the module stays stopped.
@@ -98,6 +99,8 @@ class RealModule:
         self.machine.emit("module-call", leaf_name(regs.rax))
         eng = self._engine()
         eng.release = self.release
+        if leaf == TdxLeaf.TDH_SYS_UPDATE:  # the handoff area as the machine's memory holds it now
+            eng.copy_in(self.layout.handoff_pa, self.layout.handoff_size)
         try:
             res = eng.seamcall(cpu.id, {n: getattr(regs, n) for n in REG_NAMES})
         except ModuleStopped as e:
