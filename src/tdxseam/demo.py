@@ -169,6 +169,17 @@ class DemoResult:
         return asdict(self)
 
 
+def _stopped_in_seam(host: EmulatedHost):
+    """The ModuleStopped a run ended with, if any (taken out of the scheduler)."""
+    from tdxseam.seam.stopped import ModuleStopped
+
+    for _task, err in host.sched.errors:
+        if isinstance(err, ModuleStopped):
+            host.sched.errors.clear()
+            return err
+    return None
+
+
 def _remaining(host: EmulatedHost) -> int | None:
     ret, info = host.run_on(0, seamldr_get_info, host.kernel)
     return None if ret else info.num_remaining_updates
@@ -236,6 +247,14 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
             break
     result.wall_seconds = time.perf_counter() - t0
     result.steps = host.sched.steps - steps0
+    stopped = _stopped_in_seam(host)
+    if stopped is not None:
+        # Intel's code never returned from a SEAMCALL: on hardware that CPU stays in SEAM mode and
+        # the others wait for it in stop_machine forever. Nothing more can run on this host.
+        result.stopped_in_seam = str(stopped)
+        result.error = (f"update failed: {stopped}; the host hangs in stop_machine, the TDX module "
+                        f"is lost and with it every TD ({tds_built} built): reboot needed")
+        return result
 
     err = fw.error_show()
     result.upload_error = err.strip() if isinstance(err, str) else f"errno {err}"

@@ -55,7 +55,6 @@ def info(
         "module_version": str(sysinfo.version) if sysinfo else None,
         "tdx_features0": f"0x{sysinfo.tdx_features0:x}" if sysinfo else None,
         "cpus": host.machine.ncpus,
-        "firmware": firmware,
     }
     if as_json:
         print(json.dumps(out, sort_keys=True))

@@ -55,3 +55,14 @@ RELEASES_BY_VERSION: dict[ModuleVersion, KnownRelease] = {r.version: r for r in 
 
 def known_release(seamhash: bytes) -> KnownRelease | None:
     return RELEASES_BY_SEAMHASH.get(bytes(seamhash))
+
+
+# Bytes of handoff data each release's TDH.SYS.SHUTDOWN writes, and the least its TDH.SYS.UPDATE
+# reads: a release handed less stops in UPDATE (`ud2` in its minimum-size check). Measured by
+# running the binaries (tests/test_real_handoff_size.py checks them against the binaries).
+HANDOFF_DATA_SIZE: dict[ModuleVersion, int] = {
+    **{ModuleVersion(1, 5, u): 53_386 for u in (1, 5, 6, 8, 9, 13)},
+    ModuleVersion(2, 0, 2): 99_762,
+    ModuleVersion(2, 0, 4): 101_810,
+    ModuleVersion(2, 0, 5): 101_810,
+}

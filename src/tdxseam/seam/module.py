@@ -34,6 +34,7 @@ from tdxseam.formats.metadata import (
     MdField,
 )
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
+from tdxseam.formats.releases import HANDOFF_DATA_SIZE, known_release
 from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
 from tdxseam.formats.synthetic import SyntheticHeader
@@ -48,6 +49,7 @@ from tdxseam.seam.layout import (
     SysInfoHandoff,
     handoff_capacity,
 )
+from tdxseam.seam.stopped import ModuleStopped
 from tdxseam.seam.td import (
     TD_LEAVES,
     HandoffDataError,
@@ -94,6 +96,9 @@ class ModuleBuild:
     no_downgrade: int  # TDX_NO_DOWNGRADE
     min_handoff_pages: int  # TDX_MIN_HANDOFF_PAGES
     source: str  # "sigstruct", "known-release" or "synthetic"
+    # Intel's release: bytes of handoff data its SHUTDOWN writes and the least its UPDATE reads
+    # (formats.releases.HANDOFF_DATA_SIZE); None for modules whose layout is the model's own.
+    handoff_size: int | None = None
 
 
 def _bcd_date(d: int) -> int:
@@ -119,8 +124,10 @@ def module_build(sig: Sigstruct, module: bytes) -> ModuleBuild | None:
     else:
         date = _bcd_date(sig.date)
         consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
+    genuine = known_release(sig.seamhash)
+    size = HANDOFF_DATA_SIZE.get(genuine.version) if genuine is not None else None
     return ModuleBuild(ident.version, ident.build or 0, date, ident.tdx_features0 or 0, *consts,
-                       source=ident.source.value)
+                       source=ident.source.value, handoff_size=size)
 
 
 class TdxModule:
@@ -130,6 +137,7 @@ class TdxModule:
     vp_enter_steps = 3
     CHECKS = (
         "shutdown_hv", "shutdown_busy", "shutdown_compat", "update_state", "update_handoff",
+        "update_handoff_size",
         "init_sigstruct", "td_op_state", "vcpu_state",
     )
 
@@ -365,6 +373,9 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_UPDATE_COMPAT_SENSITIVE
             return
         payload = serialize_handoff(hv, self.tds, self.packages_configured)
+        if self.build is not None and self.build.handoff_size:
+            # Intel's handoff data is fixed-size arrays: the model's record, zero-padded to them
+            payload = payload.ljust(self.build.handoff_size, b"\0")
         if not 0 < len(payload) <= self.handoff_capacity():
             # the TD leaves keep the state within the handoff area; reaching this is a model bug
             raise AssertionError(f"handoff payload of {len(payload)} bytes does not fit")
@@ -390,6 +401,13 @@ class TdxModule:
         if not 0 < hdr.size <= self.handoff_capacity():
             regs.rax = TdxStatus.TDX_SYS_INVALID_HANDOFF
             return
+        need = self.build.handoff_size if self.build is not None else None
+        if need and hdr.size < need and self.enabled("update_handoff_size"):
+            # Intel's UPDATE checks the size against its own layout and executes ud2: no SEAMRET
+            self.machine.emit("module-stopped", f"handoff {hdr.size} bytes < {need}")
+            raise ModuleStopped(str(self.build.version), leaf_name(TdxLeaf.TDH_SYS_UPDATE), None,
+                                f"its handoff data minimum is {need:,} bytes; the old module wrote "
+                                f"{hdr.size:,}")
         data = self.machine.mem.read(self.layout.handoff_pa + HANDOFF_HEADER_SIZE, hdr.size)
         try:
             tds, packages = deserialize_handoff(hdr.hv, data)

@@ -5,6 +5,11 @@ Importable without the emulator packages, so callers can catch these without pul
 
 from __future__ import annotations
 
+from tdxseam.seam.stopped import ModuleStopped
+
+__all__ = ["BudgetExceeded", "EngineUnavailable", "MissingPlatformValue", "ModuleStopped",
+           "RealFirmwareError", "PIP_HINT"]
+
 PIP_HINT = "pip install 'tdxseam[real]'"
 
 
@@ -27,20 +32,6 @@ class BudgetExceeded(RealFirmwareError):
         super().__init__(f"{leaf} ran past its budget of {budget:,} instructions "
                          f"(still running at module code +{offset:#x})")
         self.leaf, self.budget, self.offset = leaf, budget, offset
-
-
-class ModuleStopped(RealFirmwareError):
-    """The module stopped inside a SEAMCALL (ud2, hlt, a fault into its fatal path).
-
-    On hardware that SEAMCALL never returns: the LP stays in SEAM mode. `release` is what the
-    binary is, `leaf` the SEAMCALL, `offset` where in its code it stopped, `how` the instruction
-    or exception.
-    """
-
-    def __init__(self, release: str, leaf: str, offset: int, how: str) -> None:
-        super().__init__(f"TDX module {release} stopped in {leaf} at code offset {offset:#x} ({how}); "
-                         "the CPU stays in SEAM mode")
-        self.release, self.leaf, self.offset, self.how = release, leaf, offset, how
 
 
 class EngineUnavailable(ImportError):

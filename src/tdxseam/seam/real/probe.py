@@ -24,7 +24,7 @@ from tdxseam.platform.cpu import DEFAULT_CPUID_1_EAX, Regs, SeamcallEnd  # noqa:
 from tdxseam.platform.machine import Machine  # noqa: E402
 from tdxseam.seam.firmware import SeamFirmware  # noqa: E402
 from tdxseam.seam.pseamldr import PSeamldr, SeamldrBuild  # noqa: E402
-from tdxseam.seam.real.errors import RealFirmwareError  # noqa: E402
+from tdxseam.seam.real.errors import ModuleStopped, RealFirmwareError  # noqa: E402
 from tdxseam.seam.real.module import RealModule, real_module_factory  # noqa: E402
 
 PROBE_FIELDS = {
@@ -115,7 +115,7 @@ def probe_module(module_bin: bytes, sigstruct: bytes, lps: int = 4, *, seed: int
             setattr(out, name, call(TdxLeaf.TDH_SYS_RD, 0, rdx=int(fid)).r8)
         out.version = f"{out.major}.{out.minor}.{out.update:02d}"
         out.ok = True
-    except (RealFirmwareError, FormatError, ValueError) as e:
+    except (RealFirmwareError, ModuleStopped, FormatError, ValueError) as e:
         out.error = str(e)
     finally:
         out.seconds = time.perf_counter() - t0
