@@ -111,7 +111,7 @@ def platform_cpuid(a: Sigstruct, b: Sigstruct) -> int:
 
 
 def host_for(module: ModuleChoice, cpus: int, *, seed: int = 0, firmware: str = "model",
-             other: ModuleChoice | None = None) -> EmulatedHost:
+             other: ModuleChoice | None = None, record_seamcalls: bool = False) -> EmulatedHost:
     """A host booted with `module`, on CPUs it (and `other`, if given) supports, with a P-SEAMLDR
     of the module's line (a 2.0 one reads the version a 2.0 sigstruct carries)."""
     sig = module.sigstruct
@@ -119,7 +119,7 @@ def host_for(module: ModuleChoice, cpus: int, *, seed: int = 0, firmware: str = 
     line = (2, 0) if sig.declared_version is not None else (1, 5)
     return EmulatedHost(cpus, seed=seed, module=module.image, trace=False, cpuid_1_eax=cpuid,
                         seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
-                        firmware=firmware)
+                        firmware=firmware, record_seamcalls=record_seamcalls)
 
 
 def real_host(cpus: int, version: str | None = None, catalog: str | None = None,

@@ -66,7 +66,7 @@ class EmulatedHost:
                  seamldr: SeamldrBuild | None = None, mutations: frozenset[str] = frozenset(),
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
                  cpuid_1_eax: int | None = None, trust_test_key: bool = True,
-                 firmware: str = "model") -> None:
+                 firmware: str = "model", record_seamcalls: bool = False) -> None:
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, **kw)
@@ -90,6 +90,8 @@ class EmulatedHost:
             self.fw.module_factory = real_module_factory(seed=seed)
         elif firmware != "model":
             raise ValueError(f"firmware is 'model' or 'real', not {firmware!r}")
+        if record_seamcalls:
+            self.fw.call_log = []
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
         self._boot()
 

@@ -123,3 +123,35 @@ def probe(
         for r in results:
             print(f"{r['file']}: {r.get('_text') or 'error: ' + str(r['error'])}")
     return code
+
+
+@firmware_app.command()
+def compare(
+    from_: str = typer.Option(None, "--from", help="Release the host boots with (default 1.5.06)."),
+    to: str = typer.Option(None, "--to", help="Release it updates to (default 1.5.13)."),
+    cpus: int = typer.Option(4, "--cpus", min=2, max=64, help="Logical CPUs of the emulated host."),
+    catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
+    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving (the same for both runs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> int:
+    """Boot and update twice, on the Python model and on Intel's binaries; compare every SEAMCALL."""
+    require_engine()
+    from tdxseam.demo import DemoError
+    from tdxseam.firmware_compare import compare_firmware
+    from tdxseam.formats.errors import FormatError
+
+    try:
+        r = compare_firmware(from_, to, cpus=cpus, seed=seed, catalog=catalog)
+    except (DemoError, FormatError) as e:
+        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    if as_json:
+        print(json.dumps(r.to_json(), sort_keys=True))
+    else:
+        print(f"{r.from_version} -> {r.to_version} on {r.cpus} CPUs, seed {seed}: "
+              f"{r.compared} module SEAMCALLs compared (model {r.calls_model}, binaries {r.calls_real})")
+        print(f"model ends: {r.model_end}; binaries end: {r.real_end}")
+        for d in r.diffs:
+            print("  " + d.line())
+        print("result: " + ("same, apart from the known differences (docs/real-firmware.md)" if r.ok else
+                            f"{len(r.unexplained)} unexplained difference(s)"))
+    return exits.OK if r.ok else exits.FAILED

@@ -163,6 +163,8 @@ class SeamFirmware:
         # Fault switch: added to the handoff header's version as TDH.SYS.UPDATE is entered, after
         # the P-SEAMLDR checked it (a corrupted or mis-versioned handoff the new module must refuse).
         self.handoff_hv_raise = 0
+        # When a list: every TDX-module SEAMCALL is appended as (cpu, regs in, end, regs out).
+        self.call_log: list | None = None
         machine.seam = self
 
     # ---- platform facts (P_SYS_INFO_TABLE, MCHECK part) ----------------------------------------
@@ -307,7 +309,10 @@ class SeamFirmware:
             return injected
         if self.handoff_hv_raise and regs.rax == TdxLeaf.TDH_SYS_UPDATE:
             self._raise_handoff_hv()
+        before = regs.copy() if self.call_log is not None else None
         self.module.dispatch(cpu, regs)
+        if before is not None:
+            self.call_log.append((cpu.id, before, SeamcallEnd.SEAMRET, regs.copy()))
         return SeamcallEnd.SEAMRET
 
     def _raise_handoff_hv(self) -> None:

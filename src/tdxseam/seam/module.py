@@ -34,7 +34,7 @@ from tdxseam.formats.metadata import (
     MdField,
 )
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
-from tdxseam.formats.releases import HANDOFF_DATA_SIZE, known_release
+from tdxseam.formats.releases import HANDOFF_DATA_SIZE, TDX_FEATURES0_REPORTED, known_release
 from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
 from tdxseam.formats.synthetic import SyntheticHeader
@@ -126,7 +126,10 @@ def module_build(sig: Sigstruct, module: bytes) -> ModuleBuild | None:
         consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
     genuine = known_release(sig.seamhash)
     size = HANDOFF_DATA_SIZE.get(genuine.version) if genuine is not None else None
-    return ModuleBuild(ident.version, ident.build or 0, date, ident.tdx_features0 or 0, *consts,
+    features0 = ident.tdx_features0 or 0
+    if genuine is not None:  # what the binary itself answers, where the mapping file differs
+        features0 = TDX_FEATURES0_REPORTED.get(genuine.version, features0)
+    return ModuleBuild(ident.version, ident.build or 0, date, features0, *consts,
                        source=ident.source.value, handoff_size=size)
 
 
