@@ -104,6 +104,9 @@ class Stats:
     special: dict[str, int] = field(default_factory=dict)
     host_pages_in: int = 0
     host_pages_out: int = 0
+    setup_seconds: float = 0.0  # loader work: copy, relocate, page tables, VMCSs, instruction sweep
+    sync_seconds: float = 0.0  # host memory mirrored in and out around SEAMCALLs
+    by_leaf: dict[int, list] = field(default_factory=dict)  # leaf -> [calls, instructions, seconds]
 
 
 def _up(n: int) -> int:
@@ -131,13 +134,17 @@ class SeamEngine:
         self._block_len: dict[int, int] = {}
         self.msrs: dict[int, int] = {}  # what the module wrote (IA32_SPEC_CTRL ...)
         self._pending_ptes: list[int] = []
+        self._tlb: dict[int, int] = {}  # linear page -> physical page, for the hooks' own walks
+        self._ureg_cache: dict[int, int] = {}
         self._dirty_host: set[int] = set()
         self._mirrored: set[int] = set()
         self._stop: tuple | None = None
         self._icount = 0
         self._lp = 0
         self._leaf = 0
+        t0 = time.perf_counter()
         self._load()
+        self.stats.setup_seconds = time.perf_counter() - t0
 
     # ---- addresses ---------------------------------------------------------------------------
 
@@ -291,6 +298,7 @@ class SeamEngine:
 
     def _on_pt_write(self, uc, _access, address, _size, _value, _ud) -> None:
         self._pending_ptes.append(address & ~7)
+        self._tlb.clear()
 
     def _strip_hkids(self) -> None:
         uc = self.uc
@@ -325,6 +333,14 @@ class SeamEngine:
     # ---- memory as the module sees it --------------------------------------------------------
 
     def _v2p(self, la: int) -> int:
+        page = self._tlb.get(la >> 12)
+        if page is not None:
+            return page | (la & 0xFFF)
+        pa = self._walk(la)
+        self._tlb[la >> 12] = pa & ~0xFFF
+        return pa
+
+    def _walk(self, la: int) -> int:
         uc = self.uc
         table = uc.reg_read(ux.UC_X86_REG_CR3) & _PA_MASK
         for level in (3, 2, 1, 0):
@@ -384,9 +400,11 @@ class SeamEngine:
             ea += uc.reg_read(ux.UC_X86_REG_FS_BASE)
         return ea & (1 << 64) - 1
 
-    @staticmethod
-    def _ureg(i, reg: int) -> int:
-        return getattr(ux, f"UC_X86_REG_{i.reg_name(reg).upper()}")
+    def _ureg(self, i, reg: int) -> int:
+        u = self._ureg_cache.get(reg)
+        if u is None:
+            u = self._ureg_cache[reg] = getattr(ux, f"UC_X86_REG_{i.reg_name(reg).upper()}")
+        return u
 
     def _read_op(self, i, op) -> int:
         if op.type == cx.X86_OP_REG:
@@ -515,7 +533,9 @@ class SeamEngine:
         if not 0 <= lp < self.nlp:
             raise RealFirmwareError(f"no LP {lp} (the platform has {self.nlp})")
         uc, v = self.uc, self.vmcs[lp]
+        ts = time.perf_counter()
         self._sync_in()
+        self.stats.sync_seconds += time.perf_counter() - ts
         self._lp, self._leaf = lp, regs.get("rax", 0)
         uc.reg_write(ux.UC_X86_REG_CR3, v[HOST_CR3])
         uc.reg_write(ux.UC_X86_REG_CR4, CR4_RUN)  # the VMCS value less VMXE/SMEP/SMAP/CET
@@ -532,6 +552,7 @@ class SeamEngine:
         uc.reg_write(ux.UC_X86_REG_RFLAGS, 0x2)
         v.update(SEAMCALL_GUEST_STATE)
         self._stop, self._icount = None, 0
+        self._tlb.clear()
         t0 = time.perf_counter()
         try:
             uc.emu_start(v[HOST_RIP], 0)
@@ -540,11 +561,17 @@ class SeamEngine:
             if self._stop is None:
                 self._stop = ("stopped", rip, f"emulator error: {e}")
         dt = time.perf_counter() - t0
+        ts = time.perf_counter()
         self._sync_out()
         st = self.stats
+        st.sync_seconds += time.perf_counter() - ts
         st.calls += 1
         st.instructions += self._icount
         st.seconds += dt
+        per = st.by_leaf.setdefault(self._leaf & 0xFFFF, [0, 0, 0.0])
+        per[0] += 1
+        per[1] += self._icount
+        per[2] += dt
         stop = self._stop
         leaf = self.leaf_name(self._leaf)
         if stop is None:
