@@ -127,3 +127,25 @@ def test_probe_module_import_fails_without_the_packages():
             "try:\n import tdxseam.seam.real.probe\nexcept ImportError as e: print('IE', e)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.startswith("IE ") and "tdxseam[real]" in proc.stdout
+
+
+def test_a_runaway_module_is_a_named_error(intel_dir):
+    """The instruction budget of one SEAMCALL: SYS.INIT needs ~8k instructions; give it 1,000."""
+    from tdxseam.platform.cpu import Regs
+    from tdxseam.seam.real.errors import BudgetExceeded
+    from tdxseam.seam.real.probe import probe_machine
+
+    parts = extract(blob(intel_dir, "1.5.06"), what="1.5.06")
+    machine, fw, _ = probe_machine(parts.sigstruct, parts.module, 4)
+    fw.module.budget = 1_000
+    with pytest.raises(BudgetExceeded, match=r"TDH_SYS_INIT ran past its budget of 1,000 instructions"):
+        machine.cpus[0].seamcall(Regs(rax=33))
+
+
+def test_elf_errors_are_named():
+    from tdxseam.seam.real import elf
+
+    with pytest.raises(elf.ElfError, match="not an ELF64 image"):
+        elf.sections(b"MZ" + bytes(100))
+    with pytest.raises(elf.ElfError, match="out of bounds"):
+        elf.sections(b"\x7fELF\x02" + bytes(59))

@@ -99,3 +99,39 @@ def test_handoff_version_above_module_hv_fails_update_and_the_module_is_lost(int
     assert failures and failures[-1][1] == 0xC000_0509_0000_0000  # TDX_SYS_INVALID_HANDOFF
     if firmware == "real":
         assert host.fw.module.calls[-1] == (TdxLeaf.TDH_SYS_UPDATE, 0, 0xC000_0509_0000_0000)
+
+
+def test_a_td_created_on_the_old_binary_is_known_to_the_new_one(intel_dir):
+    """As far as TDs go under the real module: TDH.MNG.CREATE on 1.5.06 (its PAMT initialised by
+    TDH.SYS.TDMR.INIT up to the TDR page), update, and 1.5.13 reads the page as a TDR, refuses the
+    same HKID for a new TD, and configures the TD's key. The PAMT crossed over in host memory."""
+    from tdxseam.kernel.tdx import tdx_of
+    from tdxseam.platform.cpu import Regs
+
+    host = real_host(intel_dir, "1.5.06", cpus=4)
+    old, cpu, mem = host.fw.module, host.machine.cpus[0], host.machine.mem
+    tdmr = tdx_of(host.kernel).tdmrs[0]
+    tdr = mem.alloc_contig(1)
+
+    def call(mod, leaf: int, **kw) -> Regs:
+        regs = Regs(rax=leaf, **kw)
+        mod.dispatch(cpu, regs)
+        return regs
+
+    nxt = tdmr.base
+    while nxt <= tdr:
+        r = call(old, TdxLeaf.TDH_SYS_TDMR_INIT, rcx=tdmr.base)
+        assert r.rax == 0
+        nxt = r.rdx
+    hkid = 2  # the global KeyID is 1
+    assert call(old, TdxLeaf.TDH_MNG_CREATE, rcx=tdr, rdx=hkid).rax == 0
+    PHYMEM_PAGE_RDMD, TDH_MNG_KEY_CONFIG, PT_TDR = 24, 8, 4
+    assert (call(old, PHYMEM_PAGE_RDMD, rcx=tdr).rcx) == PT_TDR
+
+    assert host.run_on(0, seamldr_install_module, host.kernel, v2_image(intel_dir, "1.5.13")) == 0
+    new = host.fw.module
+    r = call(new, PHYMEM_PAGE_RDMD, rcx=tdr)
+    assert (r.rax, r.rcx) == (0, PT_TDR)
+    assert call(new, TdxLeaf.TDH_MNG_CREATE, rcx=mem.alloc_contig(1), rdx=hkid).rax == 0xC000_0820_0000_0000
+    assert call(new, TDH_MNG_KEY_CONFIG, rcx=tdr).rax == 0
+    assert new.engine.pconfigs[-1][1] == hkid
