@@ -191,6 +191,9 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
              progress: Callable[[Progress], None] | None = None,
              firmware: str = "model") -> DemoResult:
     cat = None if synthetic else find_intel_catalog(catalog)
+    if firmware == "real" and cat is None:
+        raise DemoError("--firmware real runs Intel's binaries: it needs their catalog (--catalog DIR "
+                        f"or ${INTEL_CATALOG_ENV}), not synthetic modules")
     if firmware == "real" and tds:
         raise DemoError("--firmware real runs no TDs yet (the TD leaves on Intel's binary are not "
                         "driven by the emulated host): use --tds 0")

@@ -438,6 +438,9 @@ class PSeamldr:
         # 10. ELF relocation (and the IDT fix-up): only its failure is modelled
         if self.faults.relocation:
             return self._fail(report, "relocation", EBADPARAM, rec)
+        relocatable = getattr(fw.module_factory, "relocatable", None)
+        if relocatable is not None and not relocatable(image):  # the binary is run, so relocated
+            return self._fail(report, "relocation", EBADPARAM, rec)
         # 11. SYS_INFO_TABLE and the SEAM VMCSs (entry RIP = code base + rip_offset)
         mem.write(fw.seamrr_base, fw.p_sys_info_mcheck()[:SYSINFO_MCHECK_SIZE])
         mem.write(fw.seamrr_base + SYSINFO_REGIONS_OFFSET,

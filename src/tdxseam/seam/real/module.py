@@ -22,6 +22,7 @@ from tdxseam.platform.cpu import Cpu, Regs
 from tdxseam.platform.cpumodel import CpuModel
 from tdxseam.seam.layout import SeamLayout
 from tdxseam.seam.td import TdRegistry
+from tdxseam.seam.real import elf
 from tdxseam.seam.real.engine import DEFAULT_BUDGET, REG_NAMES, SeamEngine
 from tdxseam.seam.real.errors import ModuleStopped
 
@@ -128,4 +129,15 @@ def real_module_factory(*, seed: int = 0, cleared: frozenset[str] = frozenset(),
     def make(fw: SeamFirmware, sig: Sigstruct, image: bytes, layout: SeamLayout) -> RealModule:
         return RealModule(fw, sig, image, layout, seed=seed, cleared=cleared, removed=removed,
                           budget=budget)
+
+    def relocatable(image: bytes) -> bool:
+        """What the P-SEAMLDR's ELF relocation step needs: an ELF64 with .text and RELATIVE relocations."""
+        try:
+            elf.section(image, ".text")
+            elf.relative_relocations(image)
+        except elf.ElfError:
+            return False
+        return True
+
+    make.relocatable = relocatable  # type: ignore[attr-defined]
     return make
