@@ -32,24 +32,11 @@ def bench_probe(cat) -> None:
     print(f"{'release':>8} {'wall s':>7} {'instr':>8} {'emul s':>7} {'loader s':>8} {'install+rest s':>14} {'Minstr/s':>8}")
     for blob in sorted((cat / "joined_files").glob("*/*.blob")):
         parts = extract(blob.read_bytes(), what=blob.name)
-        import tdxseam.seam.real.engine as eng_mod
-
-        stats = {}
-        orig = eng_mod.SeamEngine.__init__
-
-        def spy(self, *a, **kw):
-            orig(self, *a, **kw)
-            stats["s"] = self.stats
-
-        eng_mod.SeamEngine.__init__ = spy
-        try:
-            r = probe_module(parts.module, parts.sigstruct, 4, seed=SEED)
-        finally:
-            eng_mod.SeamEngine.__init__ = orig
-        st = stats["s"]
-        rest = r.seconds - st.seconds - st.setup_seconds
-        print(f"{r.version or '?':>8} {r.seconds:7.3f} {r.instructions:8,} {st.seconds:7.3f} "
-              f"{st.setup_seconds:8.3f} {rest:14.3f} {r.instructions / max(st.seconds, 1e-9) / 1e6:8.1f}")
+        r = probe_module(parts.module, parts.sigstruct, 4, seed=SEED)
+        emul, loader = r.emulation_seconds, r.loader_seconds
+        rest = r.seconds - emul - loader
+        print(f"{r.version or '?':>8} {r.seconds:7.3f} {r.instructions:8,} {emul:7.3f} "
+              f"{loader:8.3f} {rest:14.3f} {r.instructions / max(emul, 1e-9) / 1e6:8.1f}")
 
 
 def bench_update(cat, pair: tuple[str, str], cpus: int = 8) -> None:
@@ -68,10 +55,11 @@ def bench_update(cat, pair: tuple[str, str], cpus: int = 8) -> None:
             a, b = old.engine.stats, new.engine.stats
     print(f"== update {pair[0]} -> {pair[1]} on {cpus} CPUs: binaries {out['real']:.3f} s, "
           f"model {out['model']:.3f} s (ratio {out['real'] / out['model']:.1f})")
-    emul = b.seconds + b.by_leaf.get(TdxLeaf.TDH_SYS_SHUTDOWN, [0, 0, 0])[2] * 0
-    print(f"   new binary: loader {b.setup_seconds:.3f} s, emulation {b.seconds:.3f} s, host sync "
-          f"{b.sync_seconds:.3f} s; rest (kernel, P-SEAMLDR model, scheduler) "
-          f"{out['real'] - b.setup_seconds - emul - b.sync_seconds:.3f} s")
+    shutdown = a.by_leaf.get(TdxLeaf.TDH_SYS_SHUTDOWN, [0, 0, 0.0])[2]
+    spent = b.setup_seconds + b.seconds + b.sync_seconds + shutdown + a.sync_seconds
+    print(f"   old binary SHUTDOWN {shutdown:.3f} s; new binary: loader {b.setup_seconds:.3f} s, "
+          f"emulation {b.seconds:.3f} s; host memory sync {a.sync_seconds + b.sync_seconds:.3f} s; rest "
+          f"(kernel, P-SEAMLDR model incl. signature and SEAMHASH, scheduler) {out['real'] - spent:.3f} s")
     for name, st in (("old", a), ("new", b)):
         for leaf, (n, ins, sec) in sorted(st.by_leaf.items()):
             if leaf in (TdxLeaf.TDH_SYS_SHUTDOWN, TdxLeaf.TDH_SYS_UPDATE, TdxLeaf.TDH_SYS_INIT,

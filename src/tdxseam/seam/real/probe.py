@@ -53,6 +53,8 @@ class ProbeResult:
     no_downgrade: int | None = None
     instructions: int = 0
     seconds: float = 0.0
+    emulation_seconds: float = 0.0  # inside the CPU emulator
+    loader_seconds: float = 0.0  # the engine's loader work (copy, relocation, tables, sweep)
     lps: int = 0
     calls: list[tuple[str, int, int]] = field(default_factory=list)  # (leaf, lp, RAX)
 
@@ -121,7 +123,10 @@ def probe_module(module_bin: bytes, sigstruct: bytes, lps: int = 4, *, seed: int
         out.seconds = time.perf_counter() - t0
         try:
             eng = fw.module.engine  # type: ignore[union-attr]
-            out.instructions = eng.stats.instructions if eng else 0
+            if eng is not None:
+                out.instructions = eng.stats.instructions
+                out.emulation_seconds = eng.stats.seconds
+                out.loader_seconds = eng.stats.setup_seconds
         except (NameError, AttributeError, UnboundLocalError):
             pass
     return out
