@@ -49,3 +49,10 @@ def test_compare_cli_json(intel_dir):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["ok"] and out["unexplained"] == 0 and out["compared"] == 28
+
+
+def test_handoff_version_fault_both_refuse_the_same_way(intel_dir):
+    r = compare_firmware("1.5.06", "1.5.13", catalog=str(intel_dir), handoff_hv_raise=1)
+    assert r.ok and r.compared == r.calls_real == 25  # the run ends at the refused UPDATE
+    assert r.model_end == r.real_end == "update failed: errno -5"
+    assert not [d for d in r.diffs if d.kind == "status"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tdxseam.demo import DEFAULT_REAL, choose_module, find_intel_catalog, host_for, DemoError
+from tdxseam.demo import DEFAULT_REAL, DemoError, choose_module, find_intel_catalog, host_for
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
 from tdxseam.formats.metadata import MdField
 from tdxseam.kernel.seamldr import seamldr_install_module
@@ -90,8 +90,9 @@ def _field_name(leaf: int, regs) -> str | None:
         return f"0x{regs.rdx:x}"
 
 
-def _run(src, dst, cpus: int, seed: int, firmware: str) -> tuple[list, str]:
+def _run(src, dst, cpus: int, seed: int, firmware: str, handoff_hv_raise: int) -> tuple[list, str]:
     host = host_for(src, cpus, seed=seed, firmware=firmware, other=dst, record_seamcalls=True)
+    host.fw.handoff_hv_raise = handoff_hv_raise
     end = "ok"
     try:
         ret = host.run_on(0, seamldr_install_module, host.kernel, dst.image)
@@ -103,14 +104,14 @@ def _run(src, dst, cpus: int, seed: int, firmware: str) -> tuple[list, str]:
 
 
 def compare_firmware(from_: str | None = None, to: str | None = None, *, cpus: int = 4, seed: int = 0,
-                     catalog: str | None = None) -> CompareResult:
+                     catalog: str | None = None, handoff_hv_raise: int = 0) -> CompareResult:
     cat = find_intel_catalog(catalog)
     if cat is None:
         raise DemoError("firmware compare needs Intel's binaries: give --catalog DIR")
     src = choose_module(from_ or DEFAULT_REAL[0], cat)
     dst = choose_module(to or DEFAULT_REAL[1], cat)
-    model, model_end = _run(src, dst, cpus, seed, "model")
-    real, real_end = _run(src, dst, cpus, seed, "real")
+    model, model_end = _run(src, dst, cpus, seed, "model", handoff_hv_raise)
+    real, real_end = _run(src, dst, cpus, seed, "real", handoff_hv_raise)
     res = CompareResult(str(from_ or DEFAULT_REAL[0]), str(to or DEFAULT_REAL[1]), cpus,
                         len(model), len(real), model_end=model_end, real_end=real_end)
     for i, ((cpu_m, in_m, _e_m, out_m), (cpu_r, in_r, _e_r, out_r)) in enumerate(zip(model, real)):

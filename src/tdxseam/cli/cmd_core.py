@@ -35,10 +35,14 @@ def info(
         from tdxseam.formats.errors import FormatError
 
         require_engine()
+        from tdxseam.seam.real.errors import RealFirmwareError
+
         try:
             host = real_host(cpus, module, catalog)
         except (DemoError, FormatError) as e:
             raise exits.CliError(str(e), exits.BAD_INPUT) from None
+        except RealFirmwareError as e:
+            raise exits.CliError(f"real firmware: {e}", exits.FAILED) from None
     elif firmware == "model":
         if module or catalog:
             raise exits.CliError("--module and --catalog go with --firmware real", exits.USAGE)

@@ -70,6 +70,9 @@ def demo(
                      synthetic=synthetic, progress=show, firmware=firmware)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    except Exception as e:
+        _real_firmware_error(e)
+        raise
     finally:
         if bar is not None:
             bar.stop()
@@ -96,3 +99,12 @@ def demo(
             print(f"result: FAILED: {r.error}" + (f" (status {r.status})" if r.status else ""))
     if not r.ok:
         raise typer.Exit(exits.FAILED)
+
+
+def _real_firmware_error(e: Exception) -> None:
+    """A real-firmware run that could not go on (a platform value the model lacks, a runaway
+    module) is the command's failure, said in one line, not a bug of tdxseam."""
+    from tdxseam.seam.real.errors import RealFirmwareError
+
+    if isinstance(e, RealFirmwareError):
+        raise exits.CliError(f"real firmware: {e}", exits.FAILED) from None

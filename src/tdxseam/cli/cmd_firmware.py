@@ -132,6 +132,9 @@ def compare(
     cpus: int = typer.Option(4, "--cpus", min=2, max=64, help="Logical CPUs of the emulated host."),
     catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
     seed: int = typer.Option(0, "--seed", help="Fixes the interleaving (the same for both runs)."),
+    raise_handoff_hv: int = typer.Option(0, "--raise-handoff-hv", min=0, max=0xFFFF, metavar="N",
+                                         help="Fault: add N to the handoff header's version before "
+                                              "TDH.SYS.UPDATE (after the P-SEAMLDR checked it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> int:
     """Boot and update twice, on the Python model and on Intel's binaries; compare every SEAMCALL."""
@@ -140,10 +143,15 @@ def compare(
     from tdxseam.firmware_compare import compare_firmware
     from tdxseam.formats.errors import FormatError
 
+    from tdxseam.seam.real.errors import RealFirmwareError
+
     try:
-        r = compare_firmware(from_, to, cpus=cpus, seed=seed, catalog=catalog)
+        r = compare_firmware(from_, to, cpus=cpus, seed=seed, catalog=catalog,
+                             handoff_hv_raise=raise_handoff_hv)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    except RealFirmwareError as e:
+        raise exits.CliError(f"real firmware: {e}", exits.FAILED) from None
     if as_json:
         print(json.dumps(r.to_json(), sort_keys=True))
     else:
