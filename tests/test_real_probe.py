@@ -21,7 +21,7 @@ from tdxseam.seam.real.probe import probe_module  # noqa: E402
 
 KNOWN = {  # version: (build number, build date, internal version)
     "1.5.01": (595, 20231008, 0), "1.5.05": (698, 20240129, 0), "1.5.06": (744, 20240407, 0),
-    "1.5.08": (784, 20240725, 0), "1.5.09": (813, 20240912, 0), "1.5.13": (864, 20250207, 0),
+    "1.5.08": (784, 20240725, 4), "1.5.09": (813, 20240912, 0), "1.5.13": (864, 20250207, 0),
     "2.0.02": (786, 20240814, 0), "2.0.04": (859, 20250109, 8), "2.0.05": (863, 20250123, 0),
 }
 
@@ -58,6 +58,13 @@ def test_probe_reports_each_release_as_the_binary_says(probed):
         assert set(r) == {"file", "ok", "version", "build_num", "build_date", "tdx_features0",
                           "module_hv", "min_update_hv", "no_downgrade", "instructions", "seconds",
                           "error"}
+
+
+@pytest.mark.parametrize("version", ["1.5.08", "2.0.04"])
+def test_probe_api_reports_the_internal_version_too(intel_dir, version):
+    parts = extract(blob(intel_dir, version), what=version)
+    r = probe_module(parts.module, parts.sigstruct, lps=4)
+    assert (r.version, r.build_num, r.build_date, r.internal) == (version, *KNOWN[version])
 
 
 def test_probe_api_runs_sys_init_and_lp_init_on_every_lp(intel_dir):
