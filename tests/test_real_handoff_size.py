@@ -63,3 +63,22 @@ def test_handoff_sizes_are_the_binaries(intel_dir):
         assert host.run_on(0, tdx_module_shutdown, host.kernel) == 0
         hdr = HandoffHeader.from_bytes(host.machine.mem.read(host.fw.module.layout.handoff_pa, 8))
         assert hdr.valid == 1 and hdr.size == HANDOFF_DATA_SIZE[ModuleVersion.parse(version)]
+
+
+def test_update_refuses_2_0_04_on_a_2_0_02_host_before_writing(tmp_path, intel_dir, monkeypatch, capsys):
+    """The operator tool refuses the pair (mapping floor) with nothing written to the upload files."""
+    import json
+
+    from _tool_host import make_root
+    from tdxseam.cli import exits, main
+
+    root = make_root(tmp_path / "h", version="2.0.02", seamldr="2.0.00", cpu=(6, 0xAD, 1))
+    monkeypatch.setenv("TDXSEAM_HISTORY", str(tmp_path / "hist.jsonl"))
+    up = root / "sys/class/firmware/tdx_module"
+    before = {p.name: p.read_bytes() for p in up.iterdir()}
+    with pytest.raises(SystemExit) as e:
+        main(["update", "2.0.04", "--yes", "--json", "--catalog", str(intel_dir), "--sysfs-root", str(root)])
+    out = capsys.readouterr()
+    assert e.value.code == exits.REFUSED, out
+    assert "min_module_version_for_td_preserving" in (out.out + out.err)
+    assert {p.name: p.read_bytes() for p in up.iterdir()} == before
