@@ -67,8 +67,6 @@ def test_handoff_sizes_are_the_binaries(intel_dir):
 
 def test_update_refuses_2_0_04_on_a_2_0_02_host_before_writing(tmp_path, intel_dir, monkeypatch, capsys):
     """The operator tool refuses the pair (mapping floor) with nothing written to the upload files."""
-    import json
-
     from _tool_host import make_root
     from tdxseam.cli import exits, main
 
