@@ -173,3 +173,13 @@ def test_elf_errors_are_named():
         elf.sections(b"MZ" + bytes(100))
     with pytest.raises(elf.ElfError, match="out of bounds"):
         elf.sections(b"\x7fELF\x02" + bytes(59))
+
+
+@pytest.mark.parametrize("lps", [1, 6])
+def test_topology_follows_the_machine(intel_dir, lps):
+    """One LP, or a package that is not a power of two: the CPUID topology still satisfies the
+    module (one LP once failed with TDX_INVALID_WBINVD_SCOPE: no SMT level)."""
+    parts = extract(blob(intel_dir, "2.0.05"), what="2.0.05")
+    r = probe_module(parts.module, parts.sigstruct, lps=lps)
+    assert r.ok, r.error
+    assert sum(1 for leaf, _, _ in r.calls if leaf == "TDH_SYS_LP_INIT") == lps

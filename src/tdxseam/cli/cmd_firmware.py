@@ -94,7 +94,7 @@ def _describe(r) -> str:
 @firmware_app.command()
 def probe(
     files: list[Path] = typer.Argument(..., help="Module images (v1 blob, v2 image) or module ELFs."),
-    lps: int = typer.Option(4, "--lps", min=2, max=64, help="Logical CPUs of the emulated platform."),
+    lps: int = typer.Option(4, "--lps", min=1, max=64, help="Logical CPUs of the emulated platform."),
     seed: int = typer.Option(0, "--seed", help="Seeds RDRAND/RDSEED and the loader's ASLR."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file."),
 ) -> int:

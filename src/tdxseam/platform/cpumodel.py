@@ -182,7 +182,9 @@ class CpuModel:
 
     @property
     def smt_shift(self) -> int:
-        return _ceil_log2(min(THREADS_PER_CORE, self.lps_per_package))
+        # the SMT level is always there, even with one LP: the module derives the package's
+        # WBINVD scope from it (a shift of 0 gives TDX_INVALID_WBINVD_SCOPE)
+        return _ceil_log2(THREADS_PER_CORE)
 
     @property
     def package_shift(self) -> int:
