@@ -131,6 +131,31 @@ def platform_cpuid(a: Sigstruct, b: Sigstruct) -> int:
     return a.cpuids[0] if a.cpuids else 0x806F8
 
 
+def host_for(module: ModuleChoice, cpus: int, *, seed: int = 0, firmware: str = "model",
+             other: ModuleChoice | None = None, record_seamcalls: bool = False,
+             kernel: str = "merged") -> EmulatedHost:
+    """A host booted with `module`, on CPUs it (and `other`, if given) supports, with a P-SEAMLDR
+    of the module's line (a 2.0 one reads the version a 2.0 sigstruct carries). The emulated
+    platform is told what the two binaries are (a real module knows it itself)."""
+    sig = module.sigstruct
+    cpuid = platform_cpuid(sig, (other or module).sigstruct)
+    line = (2, 0) if sig.declared_version is not None else (1, 5)
+    return EmulatedHost(cpus, seed=seed, module=module.image, trace=False, cpuid_1_eax=cpuid,
+                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
+                        known_modules=tuple(m.identity for m in (module, other) if m is not None),
+                        kernel=kernel, firmware=firmware, record_seamcalls=record_seamcalls)
+
+
+def real_host(cpus: int, version: str | None = None, catalog: str | None = None,
+              seed: int = 0) -> EmulatedHost:
+    """A host whose TDX module is Intel's binary (`version` from the catalog, default 1.5.06)."""
+    cat = find_intel_catalog(catalog)
+    if cat is None:
+        raise DemoError("--firmware real needs Intel's binaries: give --catalog DIR or set "
+                        f"${INTEL_CATALOG_ENV}")
+    return host_for(choose_module(version or DEFAULT_REAL[0], cat), cpus, seed=seed, firmware="real")
+
+
 @dataclass
 class Progress:
     step: int  # scheduler steps since the upload began
@@ -164,9 +189,22 @@ class DemoResult:
     seed: int = 0
     steps: int = 0
     wall_seconds: float = 0.0
+    firmware: str = "model"
+    stopped_in_seam: str | None = None  # real firmware: the module stopped inside a SEAMCALL
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _stopped_in_seam(host: EmulatedHost):
+    """The ModuleStopped a run ended with, if any (taken out of the scheduler)."""
+    from tdxseam.seam.stopped import ModuleStopped
+
+    for _task, err in host.sched.errors:
+        if isinstance(err, ModuleStopped):
+            host.sched.errors.clear()
+            return err
+    return None
 
 
 def _remaining(host: EmulatedHost) -> int | None:
@@ -178,22 +216,24 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
              synthetic: bool = False, module_version: ModuleVersion | None = None,
              probe: Probe | None = None,
-             progress: Callable[[Progress], None] | None = None, kernel: str = "merged") -> DemoResult:
+             progress: Callable[[Progress], None] | None = None, kernel: str = "merged",
+             firmware: str = "model") -> DemoResult:
     """`module_version` is the --module-version of the `to` module (for a file that states nothing).
 
     Both modules are identified before the host boots: a version that disagrees or cannot be
     known is refused (IdentityError) before any SEAMCALL."""
     cat = None if synthetic else find_intel_catalog(catalog)
+    if firmware == "real" and cat is None:
+        raise DemoError("--firmware real runs Intel's binaries: it needs their catalog (--catalog DIR "
+                        f"or ${INTEL_CATALOG_ENV}), not synthetic modules")
+    if firmware == "real" and tds:
+        raise DemoError("--firmware real runs no TDs yet (the TD leaves on Intel's binary are not "
+                        "driven by the emulated host): use --tds 0")
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
     mapping = _catalog_mapping(cat)
     src = choose_module(from_ or default[0], cat, mapping=mapping, probe=probe)
     dst = choose_module(to or default[1], cat, option=module_version, mapping=mapping, probe=probe)
-    cpuid = platform_cpuid(src.sigstruct, dst.sigstruct)
-    line = (2, 0) if src.sigstruct.declared_version is not None else (1, 5)
-    # the emulated platform is told what the two binaries are (a real module knows it itself)
-    host = EmulatedHost(cpus, seed=seed, module=src.image, trace=False, cpuid_1_eax=cpuid,
-                        seamldr=SeamldrBuild(major=line[0], minor=line[1], max_lps=max(cpus, 1024)),
-                        known_modules=(src.identity, dst.identity), kernel=kernel)
+    host = host_for(src, cpus, seed=seed, firmware=firmware, other=dst, kernel=kernel)
     k = host.kernel
     dev = tdx_host_init(k)
     before = host.run_on(0, dev.version_show)
@@ -215,7 +255,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         remaining_updates_before=remaining_before, remaining_updates_after=None,
                         error=None, status=None, from_module=src.label, to_module=dst.label,
                         from_identity=src.identity.to_json(), to_identity=dst.identity.to_json(),
-                        converted=dst.converted, seed=seed)
+                        converted=dst.converted, seed=seed, firmware=firmware)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
         return result
@@ -244,6 +284,14 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
             break
     result.wall_seconds = time.perf_counter() - t0
     result.steps = host.sched.steps - steps0
+    stopped = _stopped_in_seam(host)
+    if stopped is not None:
+        # Intel's code never returned from a SEAMCALL: on hardware that CPU stays in SEAM mode and
+        # the others wait for it in stop_machine forever. Nothing more can run on this host.
+        result.stopped_in_seam = str(stopped)
+        result.error = (f"update failed: {stopped}; the host hangs in stop_machine, the TDX module "
+                        f"is lost and with it every TD ({tds_built} built): reboot needed")
+        return result
 
     err = fw.error_show()
     result.upload_error = err.strip() if isinstance(err, str) else f"errno {err}"

@@ -73,12 +73,14 @@ class EmulatedHost:
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
                  cpuid_1_eax: int | None = None, trust_test_key: bool = True,
                  known_modules: Iterable[ModuleIdentity] = (),
-                 boot_faults: Any = None, kernel: str | Any = None, sockets: int = 1) -> None:
+                 boot_faults: Any = None, kernel: str | Any = None, sockets: int = 1,
+                 firmware: str = "model", record_seamcalls: bool = False) -> None:
         # what a platform reset rebuilds from (reboot())
         self._platform = dict(cpus=cpus, seed=seed, module=module, seamldr=seamldr, mutations=mutations,
                               trace=trace, erratum=erratum, max_steps=max_steps, cpuid_1_eax=cpuid_1_eax,
                               trust_test_key=trust_test_key, known_modules=tuple(known_modules),
-                              kernel=kernel, sockets=sockets)
+                              kernel=kernel, sockets=sockets, firmware=firmware,
+                              record_seamcalls=record_seamcalls)
         self.tdx_error = 0  # after kexec: the new kernel's TDX init error (0: TDX usable)
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
@@ -94,6 +96,19 @@ class EmulatedHost:
         self.kernel = Kernel(self.machine, mutations=mutations, profile=kernel)
         for ident in self._platform["known_modules"]:  # what the binaries are, as resolved from their files
             self.fw.known_modules[bytes(ident.seamhash)] = ident
+        self.firmware = firmware
+        if firmware == "real":
+            # The TDX module is Intel's binary on the emulated CPU (the P-SEAMLDR stays the model).
+            from tdxseam.seam.real import require
+            require()
+            from tdxseam.seam.real.module import real_module_factory
+            if self.machine.sockets != 1:
+                raise BootError("the real-firmware platform model describes one package")
+            self.fw.module_factory = real_module_factory(seed=seed)
+        elif firmware != "model":
+            raise ValueError(f"firmware is 'model' or 'real', not {firmware!r}")
+        if record_seamcalls:
+            self.fw.call_log = []
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
         if boot_faults is not None:
             # a fault plan (seam.faults.FaultPlan) armed before the OS boots: the kernel's boot

@@ -32,6 +32,7 @@ def _make_app():
     from tdxseam.cli import cmd_tool  # noqa: F401
     from tdxseam.cli import cmd_sim  # noqa: F401
     from tdxseam.cli import cmd_diag  # noqa: F401
+    from tdxseam.cli import cmd_firmware  # noqa: F401
 
     return app
 

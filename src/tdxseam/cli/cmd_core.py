@@ -18,6 +18,10 @@ def _check_cpus(cpus: int) -> None:
 @app.command()
 def info(
     cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    firmware: str = typer.Option("model", "--firmware",
+                                 help="model: the Python TDX module; real: Intel's binary on the emulated CPU."),
+    module: str = typer.Option(None, "--module", help="With --firmware real: the release to boot (default 1.5.06)."),
+    catalog: str = typer.Option(None, "--catalog", help="With --firmware real: Intel's binaries directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot the emulated host and print what the kernel reads from the P-SEAMLDR and the module."""
@@ -26,7 +30,26 @@ def info(
     from tdxseam.kernel.seamldr import seamldr_get_info
     from tdxseam.kernel.tdx import tdx_get_sysinfo
 
-    host = EmulatedHost(cpus, trace=False)
+    if firmware == "real":
+        from tdxseam.cli.cmd_firmware import require_engine
+        from tdxseam.demo import DemoError, real_host
+        from tdxseam.formats.errors import FormatError
+
+        require_engine()
+        from tdxseam.seam.real.errors import RealFirmwareError
+
+        try:
+            host = real_host(cpus, module, catalog)
+        except (DemoError, FormatError) as e:
+            raise exits.CliError(str(e), exits.BAD_INPUT) from None
+        except RealFirmwareError as e:
+            raise exits.CliError(f"real firmware: {e}", exits.FAILED) from None
+    elif firmware == "model":
+        if module or catalog:
+            raise exits.CliError("--module and --catalog go with --firmware real", exits.USAGE)
+        host = EmulatedHost(cpus, trace=False)
+    else:
+        raise exits.CliError(f"--firmware is 'model' or 'real', not {firmware!r}", exits.USAGE)
     ret, sinfo = host.run_on(0, seamldr_get_info, host.kernel)
     if ret:
         raise exits.CliError(f"SEAMLDR.INFO failed: errno {ret}")

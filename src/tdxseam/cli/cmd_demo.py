@@ -14,7 +14,7 @@ from tdxseam.cli.options import check_kernel, kernel_option
 @app.command()
 def demo(
     cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
-    tds: int = typer.Option(4, "--tds", help="TDs to build and run before the update."),
+    tds: int = typer.Option(None, "--tds", help="TDs to build and run before the update (default 4; 0 with --firmware real)."),
     from_: str = typer.Option(None, "--from", help="Module the host boots with (version). Default: 1.5.06."),
     to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
     module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z",
@@ -25,6 +25,8 @@ def demo(
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Use synthetic test-signed modules even when Intel's are at hand."),
     kernel: str = kernel_option(),
+    firmware: str = typer.Option("model", "--firmware",
+                                 help="model: the Python TDX module; real: Intel's binary on the emulated CPU."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot a host running a module, start TDs, update the module in place, show what survived.
@@ -38,8 +40,15 @@ def demo(
     check_kernel(kernel)
     if synthetic and catalog:
         raise exits.CliError("--synthetic and --catalog exclude each other", exits.USAGE)
+    if tds is None:
+        tds = 0 if firmware == "real" else 4
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (the emulated HKIDs), not {tds}", exits.USAGE)
+    if firmware not in ("model", "real"):
+        raise exits.CliError(f"--firmware is 'model' or 'real', not {firmware!r}", exits.USAGE)
+    if firmware == "real":
+        from tdxseam.cli.cmd_firmware import require_engine
+        require_engine()
     from tdxseam.demo import DemoError, run_demo
     from tdxseam.formats.errors import FormatError, VersionError
     from tdxseam.formats.version import ModuleVersion
@@ -78,9 +87,12 @@ def demo(
     try:
         r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
                      synthetic=synthetic, module_version=option, probe=probe, progress=show,
-                     kernel=kernel)
+                     kernel=kernel, firmware=firmware)
     except (DemoError, FormatError) as e:
         raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    except Exception as e:
+        _real_firmware_error(e)
+        raise
     finally:
         if bar is not None:
             bar.stop()
@@ -109,3 +121,12 @@ def demo(
             print(f"result: FAILED: {r.error}" + (f" (status {r.status})" if r.status else ""))
     if not r.ok:
         raise typer.Exit(exits.FAILED)
+
+
+def _real_firmware_error(e: Exception) -> None:
+    """A real-firmware run that could not go on (a platform value the model lacks, a runaway
+    module) is the command's failure, said in one line, not a bug of tdxseam."""
+    from tdxseam.seam.real.errors import RealFirmwareError
+
+    if isinstance(e, RealFirmwareError):
+        raise exits.CliError(f"real firmware: {e}", exits.FAILED) from None

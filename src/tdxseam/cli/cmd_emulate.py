@@ -138,6 +138,9 @@ def emulate(
                                          "P_SEAMLDR_INSTALL@1=EBADHASH or TDH_SYS_SHUTDOWN=TDX_SYS_BUSY "
                                          "(N: the n-th matching call, * for every one). Repeatable."),
     kernel: str = kernel_option(),
+    firmware: str = typer.Option("model", "--firmware",
+                                 help="model: the Python TDX module; real: Intel's binary (--module FILE) "
+                                      "on the emulated CPU (needs tdxseam[real])."),
     as_json: bool = typer.Option(False, "--json", help="Print the ready and stopped lines as JSON."),
     debug: bool = typer.Option(False, "--fuse-debug", hidden=True),
 ) -> None:
@@ -157,6 +160,14 @@ def emulate(
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (one HKID each), not {tds}", exits.USAGE)
+    if firmware not in ("model", "real"):
+        raise exits.CliError(f"--firmware is 'model' or 'real', not {firmware!r}", exits.USAGE)
+    if firmware == "real":
+        from tdxseam.cli.cmd_firmware import require_engine
+
+        require_engine()
+        if tds:
+            raise exits.CliError("--firmware real runs no TDs yet: use --tds 0", exits.USAGE)
     from tdxseam.seam.faults import FaultPlan, FaultSpecError, parse_fault_spec
 
     plan = FaultPlan()
@@ -213,7 +224,23 @@ def emulate(
     if cpus > build.max_lps:
         build = replace(build, max_lps=cpus)
     host_kw = dict(module=boot_module, seamldr=build, erratum=erratum,
-                   trust_test_key=not intel_key_only, known_modules=known, kernel=kernel)
+                   trust_test_key=not intel_key_only, known_modules=known, kernel=kernel,
+                   firmware=firmware)
+    if firmware == "real":
+        from tdxseam.formats.errors import FormatError
+        from tdxseam.formats.image import extract
+        from tdxseam.formats.sigstruct import Sigstruct
+
+        if not isinstance(boot_module, (bytes, tuple)):
+            raise exits.CliError("--firmware real needs --module FILE (an Intel release image)", exits.USAGE)
+        try:
+            sig_bytes = boot_module[0] if isinstance(boot_module, tuple) else \
+                extract(boot_module, what=f"--module {module}").sigstruct
+        except FormatError as e:
+            raise exits.CliError(str(e), exits.BAD_INPUT) from None
+        listed = Sigstruct.from_bytes(sig_bytes).cpuids
+        if cpuid_1_eax is None and listed:
+            cpuid_1_eax = listed[0]  # a CPU the binary supports
     if cpuid_1_eax is not None:
         host_kw["cpuid_1_eax"] = cpuid_1_eax
 

@@ -61,3 +61,24 @@ def known_release(seamhash: bytes) -> KnownRelease | None:
 
 def known_version(version: ModuleVersion) -> KnownRelease | None:
     return RELEASES_BY_VERSION.get(version)
+
+
+# Bytes of handoff data each release's TDH.SYS.SHUTDOWN writes, and the least its TDH.SYS.UPDATE
+# reads: a release handed less stops in UPDATE (`ud2` in its minimum-size check). Measured by
+# running the binaries (tests/test_real_handoff_size.py checks them against the binaries).
+HANDOFF_DATA_SIZE: dict[ModuleVersion, int] = {
+    **{ModuleVersion(1, 5, u): 53_386 for u in (1, 5, 6, 8, 9, 13)},
+    ModuleVersion(2, 0, 2): 99_762,
+    ModuleVersion(2, 0, 4): 101_810,
+    ModuleVersion(2, 0, 5): 101_810,
+}
+
+# TDX_FEATURES0 as each binary answers TDH.SYS.RD (tdxseam firmware probe). The mapping file's
+# tdx_feature0 (KnownRelease.tdx_features0) differs for 1.5.05 and the 2.0 releases.
+TDX_FEATURES0_REPORTED: dict[ModuleVersion, int] = {
+    ModuleVersion(1, 5, 1): 0xF0FBF, ModuleVersion(1, 5, 5): 0x1F0FBF,
+    ModuleVersion(1, 5, 6): 0x2E1F0FBF, ModuleVersion(1, 5, 8): 0x22E1F0FBF,
+    ModuleVersion(1, 5, 9): 0x26F1F0FBF, ModuleVersion(1, 5, 13): 0x226F1F0FBF,
+    ModuleVersion(2, 0, 2): 0x22E1F07BF, ModuleVersion(2, 0, 4): 0x26F1F07BF,
+    ModuleVersion(2, 0, 5): 0x26F1F07BF,
+}

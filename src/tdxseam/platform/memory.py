@@ -13,6 +13,9 @@ import random
 from tdxseam.formats.page import PAGE_SIZE
 
 PAGE_SHIFT = 12
+# Physically contiguous memory above the shuffled window, for the few allocations that need it
+# (the PAMTs a kernel hands the TDX module), as Linux takes them with alloc_contig_pages.
+CONTIG_PAGES = 1 << 14
 
 
 class MemoryError_(RuntimeError):
@@ -34,6 +37,9 @@ class PhysMem:
         self._moved: dict[int, int] = {}  # position -> pfn, where a swap put another page
         self._free: list[int] = []  # freed pages (and nothing else), above the unshuffled part
         self._allocated: set[int] = set()
+        self._contig_next = self._first + host_pages
+        self._contig_end = self._contig_next + CONTIG_PAGES
+        self.host_pages = host_pages
 
     @property
     def max_pa(self) -> int:
@@ -104,6 +110,20 @@ class PhysMem:
         self._allocated.add(pfn)
         self.pages.pop(pfn, None)
         return pfn << PAGE_SHIFT
+
+    def alloc_contig(self, npages: int) -> int:
+        """`npages` zeroed, physically contiguous pages (never freed); returns the first PA."""
+        if npages < 1 or self._contig_next + npages > self._contig_end:
+            raise MemoryError_(f"no {npages} contiguous pages left")
+        pfn = self._contig_next
+        self._contig_next += npages
+        for p in range(pfn, pfn + npages):
+            self.pages.pop(p, None)
+        return pfn << PAGE_SHIFT
+
+    def cmrs(self) -> tuple[tuple[int, int], ...]:
+        """Convertible memory ranges (base, size): all host memory, as MCHECK would report it."""
+        return ((self._first << PAGE_SHIFT, (self._contig_end - self._first) << PAGE_SHIFT),)
 
     def free_page(self, pa: int) -> None:
         pfn = pa >> PAGE_SHIFT

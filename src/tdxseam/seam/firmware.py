@@ -15,11 +15,12 @@ module in memory and runs SEAMLDR.INSTALL (scenario LOAD) on every LP before the
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, leaf_name
+from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_name
 from tdxseam.formats.seamextend import SeamExtend
 from tdxseam.formats.seamldr_params import (
     SEAMLDR_MAX_NR_MODULE_PAGES,
@@ -30,7 +31,13 @@ from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.status import SeamldrStatus
 from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
 from tdxseam.platform.memory import PAGE_SHIFT, PAGE_SIZE
-from tdxseam.seam.layout import num_addressable_lps
+from tdxseam.seam.layout import (
+    HANDOFF_HEADER_SIZE,
+    SYSINFO_CMR_ARRAY,
+    SYSINFO_MAX_CMRS,
+    HandoffHeader,
+    num_addressable_lps,
+)
 
 if TYPE_CHECKING:
     from tdxseam.formats.identity import ModuleIdentity
@@ -154,6 +161,15 @@ class SeamFirmware:
         # their files (name, mapping row, --module-version) by whoever assembled the platform.
         # A real module knows its own update number; the model learns it here (seam/module.py).
         self.known_modules: dict[bytes, ModuleIdentity] = {}
+        # What SEAMLDR.INSTALL turns loaded code into: None for the Python model (seam.module);
+        # a callable (fw, sigstruct, image, layout) -> module object to run the binary itself
+        # (seam.real). Either answers `dispatch(cpu, regs)`.
+        self.module_factory = None
+        # Fault switch: added to the handoff header's version as TDH.SYS.UPDATE is entered, after
+        # the P-SEAMLDR checked it (a corrupted or mis-versioned handoff the new module must refuse).
+        self.handoff_hv_raise = 0
+        # When a list: every TDX-module SEAMCALL is appended as (cpu, regs in, end, regs out).
+        self.call_log: list | None = None
         machine.seam = self
 
     # ---- platform facts (P_SYS_INFO_TABLE, MCHECK part) ----------------------------------------
@@ -192,6 +208,8 @@ class SeamFirmware:
             table[16 + 4 * s:20 + 4 * s] = eax.to_bytes(4, "little")
         table[48:56] = self.pseamldr_range_base.to_bytes(8, "little")
         table[56:64] = (self.seamrr_base + self.seamrr_size - self.pseamldr_range_base).to_bytes(8, "little")
+        for i, (base, size) in enumerate(m.mem.cmrs()[:SYSINFO_MAX_CMRS]):
+            struct.pack_into("<QQ", table, SYSINFO_CMR_ARRAY + 16 * i, base, size)
         return bytes(table)
 
     def handoff_pa(self) -> int:
@@ -294,8 +312,20 @@ class SeamFirmware:
         injected = self._injected(cpu, regs)
         if injected is not None:
             return injected
+        if self.handoff_hv_raise and regs.rax == TdxLeaf.TDH_SYS_UPDATE:
+            self._raise_handoff_hv()
+        before = regs.copy() if self.call_log is not None else None
         self.module.dispatch(cpu, regs)
+        if before is not None:
+            self.call_log.append((cpu.id, before, SeamcallEnd.SEAMRET, regs.copy()))
         return SeamcallEnd.SEAMRET
+
+    def _raise_handoff_hv(self) -> None:
+        pa = self.handoff_pa()
+        hdr = HandoffHeader.from_bytes(self.machine.mem.read(pa, HANDOFF_HEADER_SIZE))
+        hv = min(hdr.hv + self.handoff_hv_raise, 0xFFFF)
+        self.machine.mem.write(pa, HandoffHeader(hdr.valid, hv, hdr.size).to_bytes())
+        self.machine.emit("fault", f"handoff header hv {hdr.hv} -> {hv}")
 
     # ---- what the BIOS does before the OS ------------------------------------------------------
 

@@ -23,7 +23,7 @@ inside, that lock is never contended here and its TDX_SYS_BUSY paths are not mod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ from tdxseam.formats.metadata import (
     MdField,
 )
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
+from tdxseam.formats.releases import HANDOFF_DATA_SIZE, TDX_FEATURES0_REPORTED, known_release
 from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
 from tdxseam.formats.synthetic import SyntheticHeader
@@ -51,6 +52,7 @@ from tdxseam.seam.layout import (
     SysInfoHandoff,
     handoff_capacity,
 )
+from tdxseam.seam.stopped import ModuleStopped
 from tdxseam.seam.td import (
     TD_LEAVES,
     HandoffDataError,
@@ -100,6 +102,9 @@ class ModuleBuild:
     identity: str = ""  # where each fact came from, for people
     gaps: tuple[str, ...] = ()  # facts of the binary the model was not given (reported as 0)
     sources: tuple[tuple[str, str], ...] = ()  # (fact, formats.identity.Source value)
+    # Intel's release: bytes of handoff data its SHUTDOWN writes and the least its UPDATE reads
+    # (formats.releases.HANDOFF_DATA_SIZE); None for modules whose layout is the model's own.
+    handoff_size: int | None = None
 
     def to_json(self) -> dict:
         return {"version": str(self.version), "build_num": self.build_num, "build_date": self.build_date,
@@ -152,9 +157,9 @@ def module_build(sig: Sigstruct, module: bytes,
         gaps = () if ident.tdx_features0 is not None else ("TDX_FEATURES0",)
         features = ident.tdx_features0 if ident.tdx_features0 is not None else TDX_FEATURES0_TD_PRESERVING
         date = ident.build_date if ident.build_date is not None else _bcd_date(sig.date)
-        return ModuleBuild(ident.version, ident.build_num or 0, date, features, *consts,
-                           source=ident.source.value, identity=ident.describe(), gaps=gaps,
-                           sources=_sources(ident))
+        return _measured(sig, ModuleBuild(ident.version, ident.build_num or 0, date, features, *consts,
+                                          source=ident.source.value, identity=ident.describe(), gaps=gaps,
+                                          sources=_sources(ident)))
     # Nothing completes the version: keep what the binary states, report the rest as 0.
     try:
         bc = find_build_constants(module)
@@ -168,9 +173,23 @@ def module_build(sig: Sigstruct, module: bytes,
     else:
         major, minor, build, date = 0, 0, 0, _bcd_date(sig.date)
     gaps = ("update number", "TDX_FEATURES0") if bc or declared else ("version", "build", "TDX_FEATURES0")
-    return ModuleBuild(ModuleVersion(major, minor, 0), build, date, TDX_FEATURES0_TD_PRESERVING, *consts,
-                       source=Source.BINARY.value if bc else "none",
-                       identity="not identified: " + ", ".join(gaps) + " unknown to the model", gaps=gaps)
+    return _measured(sig, ModuleBuild(
+        ModuleVersion(major, minor, 0), build, date, TDX_FEATURES0_TD_PRESERVING, *consts,
+        source=Source.BINARY.value if bc else "none",
+        identity="not identified: " + ", ".join(gaps) + " unknown to the model", gaps=gaps))
+
+
+def _measured(sig: Sigstruct, build: ModuleBuild) -> ModuleBuild:
+    """What running a shipped binary measured and its files do not state: the size of its handoff
+    data and the TDX_FEATURES0 it answers (formats.releases, checked against the binaries by the
+    real-firmware tests). A release not measured keeps the model's own handoff layout."""
+    shipped = known_release(sig.seamhash)
+    if shipped is None:
+        return build
+    features = TDX_FEATURES0_REPORTED.get(shipped.version, build.features0)
+    gaps = tuple(g for g in build.gaps if g != "TDX_FEATURES0")
+    return replace(build, features0=features, gaps=gaps,
+                   handoff_size=HANDOFF_DATA_SIZE.get(shipped.version))
 
 
 class TdxModule:
@@ -180,6 +199,7 @@ class TdxModule:
     vp_enter_steps = 3
     CHECKS = (
         "shutdown_hv", "shutdown_busy", "shutdown_compat", "update_state", "update_handoff",
+        "update_handoff_size",
         "init_sigstruct", "td_op_state", "vcpu_state",
     )
 
@@ -264,6 +284,12 @@ class TdxModule:
             MdField.SYS_ATTRIBUTES: 0,
             MdField.NUM_TDX_FEATURES: 1,
             MdField.TDX_FEATURES0: b.features0,
+            # TDMR limits: the values every release reports (not modelled further)
+            MdField.MAX_TDMRS: 64,
+            MdField.MAX_RESERVED_PER_TDMR: 16,
+            MdField.PAMT_4K_ENTRY_SIZE: 16,
+            MdField.PAMT_2M_ENTRY_SIZE: 16,
+            MdField.PAMT_1G_ENTRY_SIZE: 16,
         }
 
     # ---- dispatch ------------------------------------------------------------------------------
@@ -409,6 +435,9 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_UPDATE_COMPAT_SENSITIVE
             return
         payload = serialize_handoff(hv, self.tds, self.packages_configured)
+        if self.build is not None and self.build.handoff_size:
+            # Intel's handoff data is fixed-size arrays: the model's record, zero-padded to them
+            payload = payload.ljust(self.build.handoff_size, b"\0")
         if not 0 < len(payload) <= self.handoff_capacity():
             # the TD leaves keep the state within the handoff area; reaching this is a model bug
             raise AssertionError(f"handoff payload of {len(payload)} bytes does not fit")
@@ -434,6 +463,13 @@ class TdxModule:
         if not 0 < hdr.size <= self.handoff_capacity():
             regs.rax = TdxStatus.TDX_SYS_INVALID_HANDOFF
             return
+        need = self.build.handoff_size if self.build is not None else None
+        if need and hdr.size < need and self.enabled("update_handoff_size"):
+            # Intel's UPDATE checks the size against its own layout and executes ud2: no SEAMRET
+            self.machine.emit("module-stopped", f"handoff {hdr.size} bytes < {need}")
+            raise ModuleStopped(str(self.build.version), leaf_name(TdxLeaf.TDH_SYS_UPDATE), None,
+                                f"its handoff data minimum is {need:,} bytes; the old module wrote "
+                                f"{hdr.size:,}")
         data = self.machine.mem.read(self.layout.handoff_pa + HANDOFF_HEADER_SIZE, hdr.size)
         try:
             tds, packages = deserialize_handoff(hdr.hv, data)

@@ -438,12 +438,18 @@ class PSeamldr:
         # 10. ELF relocation (and the IDT fix-up): only its failure is modelled
         if self.faults.relocation:
             return self._fail(report, "relocation", EBADPARAM, rec)
+        relocatable = getattr(fw.module_factory, "relocatable", None)
+        if relocatable is not None and not relocatable(image):  # the binary is run, so relocated
+            return self._fail(report, "relocation", EBADPARAM, rec)
         # 11. SYS_INFO_TABLE and the SEAM VMCSs (entry RIP = code base + rip_offset)
         mem.write(fw.seamrr_base, fw.p_sys_info_mcheck()[:SYSINFO_MCHECK_SIZE])
         mem.write(fw.seamrr_base + SYSINFO_REGIONS_OFFSET,
                   layout.sysinfo_regions(layout.data_stack_size // PAGE_SIZE - 1, sig.num_tls_pages))
         # The loaded code becomes a TDX module, reachable once SEAM_READY is set.
-        fw.module = TdxModule(fw, module_build(sig, image, fw.known_modules), layout)
+        if fw.module_factory is not None:
+            fw.module = fw.module_factory(fw, sig, image, layout)
+        else:
+            fw.module = TdxModule(fw, module_build(sig, image, fw.known_modules), layout)
         return SUCCESS, rec
 
     def _install_epilogue(self, status: int, rec: int, report: InstallReport) -> int:
