@@ -16,6 +16,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "tdxseam"))
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Identity from the files alone unless a test asks for the real-firmware engine's answers (the
+# tests of that source set it themselves); subprocesses inherit this.
+os.environ.setdefault("TDXSEAM_PROBE", "off")
+
 
 def intel_fixture_dir() -> Path | None:
     """Intel's signed releases are test data kept beside the repo, never inside it."""

@@ -116,10 +116,11 @@ BOOT_POINTS = [
     (TdxLeaf.TDH_SYS_CONFIG, None, 1, None),
     (TdxLeaf.TDH_SYS_KEY_CONFIG, None, 1, None),
     (TdxLeaf.TDH_SYS_TDMR_INIT, None, 1, None),
-    (TdxLeaf.TDH_SYS_RD, None, 1, MdField.MAJOR_VERSION),
-    (TdxLeaf.TDH_SYS_RD, None, 2, MdField.MINOR_VERSION),
-    (TdxLeaf.TDH_SYS_RD, None, 3, MdField.UPDATE_VERSION),
-    (TdxLeaf.TDH_SYS_RD, None, 4, MdField.TDX_FEATURES0),
+    # the kernel's metadata reads in boot order: the TDMR limits (before CONFIG), then the version
+    *((TdxLeaf.TDH_SYS_RD, None, n, fid) for n, fid in enumerate((
+        MdField.MAX_TDMRS, MdField.MAX_RESERVED_PER_TDMR, MdField.PAMT_1G_ENTRY_SIZE,
+        MdField.PAMT_2M_ENTRY_SIZE, MdField.PAMT_4K_ENTRY_SIZE, MdField.MAJOR_VERSION,
+        MdField.MINOR_VERSION, MdField.UPDATE_VERSION, MdField.TDX_FEATURES0), start=1)),
 ]
 
 
@@ -136,6 +137,8 @@ def test_boot_failure_block_is_explained(leaf, cpu, nth, fid):
         # the kernel prints the output registers of a metadata read: RDX names the field
         assert f.registers is not None and set(f.registers) == {"RCX", "RDX", "R08", "R09", "R10", "R11"}
         assert f.field["field_id"] == f"0x{int(fid):016x}"
+    elif leaf == TdxLeaf.TDH_SYS_TDMR_INIT:  # seamcall_prerr_ret, as init_tdmr() calls it
+        assert f.registers is not None
     else:
         assert f.registers is None
     msgs = [i.text for i in explain_log(log) if i.kind == "message"]

@@ -50,6 +50,9 @@ VERSION = "sys/devices/faux/tdx_host/version"
 # every release is the running or the new module of one pair
 PAIRS = [("1.5.01", "1.5.05"), ("1.5.06", "1.5.08"), ("1.5.09", "1.5.13"), ("2.0.02", "2.0.04"),
          ("2.0.04", "2.0.05")]
+# 2.0.04 cannot take 2.0.02's shorter handoff data: Intel's binary stops in TDH.SYS.UPDATE, and so
+# does the model; known or forgotten, the outcome must be the same
+STOPS = {("2.0.02", "2.0.04")}
 # the host each release line's plan and update run on
 LINE_HOST = {"1.5": ("1.5.06", SeamldrBuild(seamdb_capacity=4), 0x806F8),
              "2.0": ("2.0.04", SeamldrBuild(major=2, minor=0, seamdb_capacity=4), 0xA06D0)}
@@ -91,9 +94,12 @@ def _demo_facts(r) -> dict:
 @pytest.mark.parametrize("pair", PAIRS, ids=["-".join(p) for p in PAIRS])
 def test_demo_is_the_same_without_release_data(intel_dir, monkeypatch, pair, cpus):
     known = run_demo(cpus=cpus, tds=4, from_=pair[0], to=pair[1], catalog=str(intel_dir), seed=7)
-    assert known.ok, known.error
-    assert (known.version_before, known.version_after, known.tds_preserved, known.td_runs_after) == (*pair, 4, 4)
-    assert known.mrseam_after == known_version(ModuleVersion.parse(pair[1])).mrseam.hex()
+    if pair in STOPS:
+        assert not known.ok and "stopped in TDH_SYS_UPDATE" in known.error and known.tds_preserved == 0
+    else:
+        assert known.ok, known.error
+        assert (known.version_before, known.version_after, known.tds_preserved, known.td_runs_after) == (*pair, 4, 4)
+        assert known.mrseam_after == known_version(ModuleVersion.parse(pair[1])).mrseam.hex()
     forget_releases(monkeypatch, pair)
     assert all(known_version(ModuleVersion.parse(v)) is None for v in pair)
     r = run_demo(cpus=cpus, tds=4, from_=pair[0], to=pair[1], catalog=str(intel_dir), seed=7)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import types
 
@@ -91,3 +93,31 @@ def test_demo_with_the_engine_boots_what_it_says(tmp_path):
     r = run_demo(cpus=4, tds=2, from_="1.5.06", to=str(f), synthetic=True, probe=P.make_probe(FakeEngine()))
     assert r.ok and r.version_after == "1.5.16" and r.tds_preserved == 2
     assert r.to_identity["summary"] == "1.5.16 build 869 (2025-02-19): identity from the module's own TDH.SYS.RD answers"
+
+
+def test_the_real_engine_names_a_renamed_intel_release(intel_dir, tmp_path, capsys):
+    """Source one for real: Intel's 1.5.13 renamed `module.blob` states no update number in its
+    files, but the binary, run by the engine, says what it is; with the engine off the same file
+    needs --module-version."""
+    pytest.importorskip("unicorn")
+    pytest.importorskip("capstone")
+    from tdxseam.cli import main
+
+    renamed = tmp_path / "module.blob"
+    renamed.write_bytes((intel_dir / "joined_files" / "1.5" / "tdx_module_1.5.13.blob").read_bytes())
+    for mode, code in (("on", 0), ("off", 3)):
+        os.environ[P.PROBE_ENV] = mode
+        try:
+            with pytest.raises(SystemExit) as e:
+                main(["verify", "--json", str(renamed)])
+        finally:
+            os.environ[P.PROBE_ENV] = "off"
+        out, err = capsys.readouterr()
+        assert e.value.code == code, err
+        if mode == "on":
+            doc = json.loads(out)
+            ident = doc[0]["identity"]
+            assert ident["version"] == "1.5.13" and ident["build_num"] == 864
+            assert ident["sources"]["update"] == "firmware"
+        else:
+            assert "--module-version" in (err + out)

@@ -7,8 +7,11 @@ the top like `host.py`, hands them the engine as a plain callable: `firmware_pro
 `probe(sigstruct, module) -> facts` (the engine's result: version, major, minor, update,
 build_num, build_date, tdx_features0, ok, error), or None when the engine is not there.
 
-`$TDXSEAM_PROBE` chooses: `auto` (default: use it when importable), `off` (never), `on` (it must
-be there: `ProbeUnavailable` otherwise, naming what to install).
+`$TDXSEAM_PROBE` chooses: `auto` (use it when importable), `off` (never), `on` (it must be there:
+`ProbeUnavailable` otherwise, naming what to install). Unset, a command's own default holds:
+`auto` where one or two files are identified (demo, emulate, info, verify, mrseam), `off` where a
+whole catalog is (plan, update, doctor: booting every release costs ~0.15 s each, and their files
+name themselves).
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ class ProbeFailure:
     ok: bool = False
 
 
-def firmware_probe(mode: str | None = None, *, lps: int = 4) -> Probe | None:
-    mode = (mode or os.environ.get(PROBE_ENV) or "auto").strip().lower()
+def firmware_probe(mode: str | None = None, *, lps: int = 4, default: str = "auto") -> Probe | None:
+    mode = (mode or os.environ.get(PROBE_ENV) or default).strip().lower()
     if mode in ("off", "0", "no"):
         return None
     try:

@@ -97,7 +97,7 @@ def doctor(
             cat = load_catalog(catalog)
         from tdxseam.tool.plan import PlanOptions
 
-        opts = PlanOptions(_verify_opts(trust_key, False))
+        opts = PlanOptions(_verify_opts(trust_key, False, probe_default="off"))
         report = run_doctor(SafeRoot(sysfs_root), log_text=log_text, log_source=log_source, catalog=cat,
                             opts=opts)
     print_report(report, as_json)

@@ -230,7 +230,7 @@ def update(
         from tdxseam.tool.update import UpdateOptions, run_update
 
         cat = _open_catalog(catalog, target is None)
-        popts = PlanOptions(_verify_opts(trust_key, allow_debug), ignore_strict_compat,
+        popts = PlanOptions(_verify_opts(trust_key, allow_debug, probe_default="off"), ignore_strict_compat,
                             _module_version(module_version))
         uopts = UpdateOptions(dry_run=dry_run, timeout=timeout, confirm=_confirm if interactive else None,
                               progress=None if as_json else _ProgressPrinter(),

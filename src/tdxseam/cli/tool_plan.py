@@ -36,13 +36,15 @@ _MODULE_VERSION_HELP = ("Version of a module FILE that does not state it (a rena
                         "carries no update number).")
 
 
-def _verify_opts(trust_key: list[str], allow_debug: bool, module_version: str | None = None):
+def _verify_opts(trust_key: list[str], allow_debug: bool, module_version: str | None = None,
+                 probe_default: str = "auto"):
     from tdxseam.probe import ProbeUnavailable, firmware_probe
     from tdxseam.tool.verify import TrustedKeys, VerifyOptions
 
     keys = TrustedKeys.from_pem_files(trust_key)
     try:
-        probe = firmware_probe()  # the module's own answers, when the real-firmware engine is there
+        # the module's own answers, when the real-firmware engine is there ($TDXSEAM_PROBE)
+        probe = firmware_probe(default=probe_default)
     except ProbeUnavailable as e:
         raise exits.CliError(str(e), exits.USAGE) from None
     return VerifyOptions(tuple(keys.hashes), allow_debug, _module_version(module_version), probe=probe)
@@ -138,7 +140,7 @@ def run_plan(catalog: str | None, sysfs_root: str, trust_key: list[str], allow_d
         from tdxseam.tool.plan import PlanOptions, make_plan
 
         cat = _open_catalog(catalog, True)
-        opts = PlanOptions(_verify_opts(trust_key, allow_debug), ignore_strict_compat)
+        opts = PlanOptions(_verify_opts(trust_key, allow_debug, probe_default="off"), ignore_strict_compat)
         p = make_plan(read_host(sysfs_root), cat, opts=opts)
     if as_json:
         _dump(p.to_json())

@@ -37,8 +37,8 @@ from tdxseam.formats.metadata import (
     MdField,
 )
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
-from tdxseam.formats.releases import HANDOFF_DATA_SIZE, TDX_FEATURES0_REPORTED, known_release
-from tdxseam.formats.sigstruct import Sigstruct
+from tdxseam.formats.releases import HANDOFF_DATA_SIZE, TDX_FEATURES0_REPORTED
+from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
 from tdxseam.formats.synthetic import SyntheticHeader
 from tdxseam.formats.version import ModuleVersion
@@ -180,16 +180,19 @@ def module_build(sig: Sigstruct, module: bytes,
 
 
 def _measured(sig: Sigstruct, build: ModuleBuild) -> ModuleBuild:
-    """What running a shipped binary measured and its files do not state: the size of its handoff
-    data and the TDX_FEATURES0 it answers (formats.releases, checked against the binaries by the
-    real-firmware tests). A release not measured keeps the model's own handoff layout."""
-    shipped = known_release(sig.seamhash)
-    if shipped is None:
+    """What running Intel's releases measured and their files do not state: the size of the
+    handoff data each writes and the TDX_FEATURES0 it answers (formats.releases, checked against
+    the binaries by the real-firmware tests), by the version the files identified. A release
+    nobody measured keeps the model's own handoff layout; `--firmware real` runs the binary itself.
+    """
+    if sig.key_hash != INTEL_KEY_HASH or "update number" in build.gaps:
         return build
-    features = TDX_FEATURES0_REPORTED.get(shipped.version, build.features0)
+    size = HANDOFF_DATA_SIZE.get(build.version)
+    features = TDX_FEATURES0_REPORTED.get(build.version)
+    if features is None:
+        return replace(build, handoff_size=size)
     gaps = tuple(g for g in build.gaps if g != "TDX_FEATURES0")
-    return replace(build, features0=features, gaps=gaps,
-                   handoff_size=HANDOFF_DATA_SIZE.get(shipped.version))
+    return replace(build, features0=features, gaps=gaps, handoff_size=size)
 
 
 class TdxModule:
