@@ -140,8 +140,9 @@ def sim_campaign(
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
     schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
     stop_at_first: bool = typer.Option(False, "--stop-at-first", help="Stop once the lowest failing seed is known."),
-    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (needs the ray package)."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: start a local one)."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray: a cluster (--ray-address) or a local instance of --jobs CPUs (needs tdxseam[ray])."),
+    ray_address: str = typer.Option(None, "--ray-address", metavar="ADDR",
+                                    help="With --ray: the cluster's address, e.g. HEAD:6379 (default: start a local instance)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (runs, violations, failing_seeds, seconds, ...)."),
 ) -> None:
     """Run many seeds in parallel; print the summary and every failing seed with its replay command."""
@@ -150,18 +151,31 @@ def sim_campaign(
         raise exits.CliError("--runs must not be negative", exits.USAGE)
     if jobs is not None and jobs < 1:
         raise exits.CliError("--jobs must be at least 1", exits.USAGE)
-    from tdxseam.sim.campaign import ray_available, run_campaign
+    from tdxseam.sim.campaign import CampaignError, ray_available, run_campaign
+    from tdxseam.sim.progress import ProgressLine
 
+    if ray_address is not None and not ray:
+        raise exits.CliError("--ray-address needs --ray", exits.USAGE)
     if ray and not ray_available():
-        raise exits.CliError("--ray needs the ray package (pip install 'tdxseam[ray]')", exits.USAGE)
-    res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
-                       stop_at_first=stop_at_first, backend="ray" if ray else "process", ray_address=ray_address)
+        raise exits.CliError("--ray needs the ray package: pip install 'tdxseam[ray]'", exits.USAGE)
+    bar = ProgressLine(sys.stderr)  # a terminal only: silent in pipes and logs
+    try:
+        res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
+                           stop_at_first=stop_at_first, backend="ray" if ray else "process",
+                           ray_address=ray_address, progress=bar if bar.enabled else None)
+    except CampaignError as e:
+        raise exits.CliError(str(e), exits.FAILED) from None
+    finally:
+        bar.close()
     if as_json:
         print(json.dumps(res.to_json(), sort_keys=True))
     else:
         what = f" with {', '.join(muts)}" if muts else ""
-        print(f"campaign{what}: seeds {seed}..{seed + res.runs - 1}, {res.runs} runs, {res.jobs} job(s), "
+        where = f"Ray, {res.jobs} CPU(s)" if ray else f"{res.jobs} job(s)"
+        print(f"campaign{what}: seeds {seed}..{seed + res.runs - 1}, {res.runs} runs, {where}, "
               f"schedule {schedule}")
+        if res.retried:
+            print(f"retried: {res.retried} batch(es) whose worker died; every seed ran and is counted once")
         print(f"violations: {res.violations} in {len(res.failing)} failing seed(s)")
         if res.kinds:
             print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(res.kinds.items())))
@@ -173,7 +187,7 @@ def sim_campaign(
         if len(res.failing) > 50:
             print(f"  ... and {len(res.failing) - 50} more failing seeds (--json lists them all)")
         rate = res.runs / res.seconds if res.seconds else 0.0
-        print(f"{res.seconds:.1f} s, {rate:.1f} runs/s, {res.steps} scheduler steps")
+        print(f"{res.seconds:.1f} s, {rate:.1f} runs/s, {res.steps} scheduler steps, seeds digest {res.seeds_digest}")
     if res.violations:
         raise typer.Exit(exits.FAILED)
 
