@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tdxseam.formats.image import ImageFormat, detect, extract, v1_to_v2
 from tdxseam.formats.sigstruct import Sigstruct
@@ -23,6 +24,7 @@ from tdxseam.kernel.kvm_tdx import kvm_tdx, tdx_td_create, tdx_vcpu_run
 from tdxseam.kernel.seamldr import ModuleUpdateState, seamldr_get_info
 from tdxseam.kernel.tdx_host import tdx_host_init
 from tdxseam.seam.pseamldr import SeamldrBuild
+from tdxseam.platform.trace import Trace
 from tdxseam.seam.td import compare_tds, td_snapshot
 
 INTEL_CATALOG_ENV = "TDXSEAM_INTEL_BINARIES"
@@ -140,9 +142,13 @@ class DemoResult:
     seed: int = 0
     steps: int = 0
     wall_seconds: float = 0.0
+    fault: str | None = None  # the fault rule injected into the update, if any
+    trace: Any = field(default=None, repr=False, compare=False)  # the update's events, when traced
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(replace(self, trace=None))
+        del d["trace"]
+        return d
 
 
 def _remaining(host: EmulatedHost) -> int | None:
@@ -153,7 +159,18 @@ def _remaining(host: EmulatedHost) -> int | None:
 def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None = None,
              to: str | ModuleVersion | None = None, catalog: str | None = None, seed: int = 0,
              synthetic: bool = False,
-             progress: Callable[[Progress], None] | None = None) -> DemoResult:
+             progress: Callable[[Progress], None] | None = None,
+             fault: str | None = None, trace: bool = False) -> DemoResult:
+    """`fault`: a fault rule (`LEAF[@CPU][#N]=STATUS`) armed for the update only; `trace`: record
+    the update's events (from the upload to its end) in `DemoResult.trace`."""
+    from tdxseam.seam.faults import FaultPlan, FaultSpecError, install_fault_plan, parse_fault_spec
+
+    try:
+        rule = parse_fault_spec(fault) if fault is not None else None
+    except FaultSpecError as e:
+        raise DemoError(f"--fault: {e}") from None
+    if rule is not None and rule.cpu is not None and rule.cpu >= cpus:
+        raise DemoError(f"--fault: cpu{rule.cpu} does not exist on a {cpus}-CPU host")
     cat = None if synthetic else find_intel_catalog(catalog)
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
     src = choose_module(from_ or default[0], cat)
@@ -182,7 +199,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         version_after=None, tds_before=tds_built, tds_preserved=0,
                         remaining_updates_before=remaining_before, remaining_updates_after=None,
                         error=None, status=None, from_module=src.label, to_module=dst.label,
-                        converted=dst.converted, seed=seed)
+                        converted=dst.converted, seed=seed, fault=fault)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
         return result
@@ -195,6 +212,10 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
         fw.data_write(0, dst.image)
         fw.loading_store("0\n")
 
+    if rule is not None:
+        install_fault_plan(host.fw, FaultPlan([rule]))
+    if trace:  # boot and the TDs are not the story: the trace starts with the upload
+        host.sched.trace = Trace(enabled=True)
     t0 = time.perf_counter()
     steps0 = host.sched.steps
     host.sched.spawn(host.machine.cpus[0], upload, name="userspace-upload")
@@ -211,6 +232,9 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
             break
     result.wall_seconds = time.perf_counter() - t0
     result.steps = host.sched.steps - steps0
+    install_fault_plan(host.fw, None)
+    host.sched.trace.enabled = False
+    result.trace = host.sched.trace if trace else None
 
     err = fw.error_show()
     result.upload_error = err.strip() if isinstance(err, str) else f"errno {err}"

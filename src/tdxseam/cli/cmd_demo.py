@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
-from tdxseam.cli import app, exits
+from tdxseam.cli import app, exits, outputs
 
 
 @app.command()
@@ -20,6 +21,10 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Use synthetic test-signed modules even when Intel's are at hand."),
+    fault: str = typer.Option(None, "--fault", metavar="SPEC",
+                              help="Inject a fault into the update: LEAF[@CPU][#N]=STATUS, e.g. P_SEAMLDR_INSTALL@5=EBADHASH."),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot a host running a module, start TDs, update the module in place, show what survived.
@@ -34,6 +39,7 @@ def demo(
         raise exits.CliError("--synthetic and --catalog exclude each other", exits.USAGE)
     if not 0 <= tds <= 63:
         raise exits.CliError(f"--tds must be between 0 and 63 (the emulated HKIDs), not {tds}", exits.USAGE)
+    traced = outputs.wanted(trace_out, timeline_out)
     from tdxseam.demo import DemoError, run_demo
     from tdxseam.formats.errors import FormatError
 
@@ -58,12 +64,16 @@ def demo(
         bar.start()
     try:
         r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
-                     synthetic=synthetic, progress=show)
+                     synthetic=synthetic, progress=show, fault=fault, trace=traced)
     except (DemoError, FormatError) as e:
-        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+        raise exits.CliError(str(e), exits.USAGE if str(e).startswith("--fault") else exits.BAD_INPUT) from None
     finally:
         if bar is not None:
             bar.stop()
+    verdict = "OK" if r.ok else "FAILED"
+    outputs.write(r.trace, cpus=r.cpus, title=f"demo update {r.version_before} -> {r.to_module}: {r.cpus} CPUs, "
+                                               f"seed {r.seed}" + (f", fault {fault}" if fault else "") + f", {verdict}",
+                  trace_out=trace_out, timeline_out=timeline_out, meta={"seed": r.seed, "fault": fault})
     if as_json:
         keys = ["ok", "cpus", "version_before", "version_after", "tds_before", "tds_preserved",
                 "remaining_updates_before", "remaining_updates_after", "error", "status"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from tdxseam.cli import app, exits
+from tdxseam.cli import app, exits, outputs
 
 sim_app = typer.Typer(
     name="sim",
@@ -72,10 +72,13 @@ def sim_run(
     scenario: Path = typer.Option(None, "--scenario", metavar="FILE",
                                   help="Run this scenario (JSON, e.g. from `sim replay --shrink-out`) instead of generating one."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the report."),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Generate the scenario of --seed, run it with every invariant checked, report; exit 1 on a violation."""
     muts = _check(cpus, mutate, schedule)
+    outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.runner import replay_command, run_scenario
     from tdxseam.sim.scenario import Scenario, generate
 
@@ -93,6 +96,7 @@ def sim_run(
         again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule)
     r = run_scenario(sc, mutations=muts, schedule=schedule, trace=True)
     _print_result(r, as_json, trace=trace, extra={"replay": again})
+    _write_outputs(r, again, trace_out, timeline_out)
     if r.violations:
         raise typer.Exit(exits.FAILED)
 
@@ -107,10 +111,13 @@ def sim_replay(
     do_shrink: bool = typer.Option(False, "--shrink", help="Shrink a failing scenario to a smaller one that still fails."),
     shrink_out: Path = typer.Option(None, "--shrink-out", metavar="FILE",
                                     help="With --shrink: write the smaller scenario here (run it with `sim run --scenario`)."),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte."""
     muts = _check(cpus, mutate, schedule)
+    outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.replay import replay, shrink
 
     r = replay(seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True)
@@ -127,8 +134,19 @@ def sim_replay(
             extra["shrunk_run"] = f"tdxseam sim run --scenario {shrink_out}" + "".join(
                 f" --mutate {m}" for m in muts)
     _print_result(r, as_json, trace=trace, extra=extra)
+    from tdxseam.sim.runner import replay_command
+
+    _write_outputs(r, replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule), trace_out, timeline_out)
     if r.violations:
         raise typer.Exit(exits.FAILED)
+
+
+def _write_outputs(r, command: str, trace_out: Path | None, timeline_out: Path | None) -> None:
+    verdict = f"{len(r.violations)} violation(s), first {r.violations[0].kind}" if r.violations else "no violation"
+    muts = f", --mutate {','.join(r.mutations)}" if r.mutations else ""
+    outputs.write(r.trace, cpus=r.cpus, title=f"sim seed {r.seed}: {r.cpus} CPUs{muts}, {verdict}",
+                  trace_out=trace_out, timeline_out=timeline_out,
+                  meta={"command": command, "seed": r.seed, "violations": [v.to_json() for v in r.violations]})
 
 
 @sim_app.command("campaign")

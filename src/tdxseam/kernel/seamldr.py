@@ -172,6 +172,11 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
             ctrl.num_failed += 1
         ctrl.num_ack += 1
         ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
+        if k.machine.tracing:
+            state = ModuleUpdateState(min(ctrl.state, ModuleUpdateState.MODULE_UPDATE_DONE)).name
+            k.machine.emit("update-ack", f"{state} {ctrl.num_ack}/{ctrl.num_cpus} ret={result}",
+                           {"state": state, "acked": ctrl.num_ack, "failed": ctrl.num_failed,
+                            "cpus": ctrl.num_cpus, "ret": result})
         if ctrl.num_ack == ctrl.num_cpus and ctrl.num_failed == 0:
             ctrl.num_ack = 0
             ctrl.state += 1  # after DONE it becomes 6, which nobody reads
@@ -227,6 +232,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
                            "module update state")
         if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
+            k.machine.emit("update-leave", f"ret={ret}")
             return ret
 
 

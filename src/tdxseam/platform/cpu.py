@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tdxseam.formats.leaves import leaf_name
+from tdxseam.formats.status import status_name
 from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ class Regs:
 
     def copy(self) -> Regs:
         return Regs(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def nonzero(self) -> dict[str, str]:
+        """The registers that hold something, as hex strings (for traces)."""
+        return {f.name: f"0x{v:x}" for f in fields(self) if (v := getattr(self, f.name))}
 
 
 class SeamcallEnd(Enum):
@@ -144,6 +150,10 @@ class Cpu:
     def seamcall(self, regs: Regs) -> SeamcallEnd:
         """Execute SEAMCALL with `regs`; entry and exit are preemption points."""
         sched = self.machine.sched
+        traced = sched.trace.enabled
+        if traced:
+            leaf = leaf_name(regs.rax)
+            self.machine.emit("seamcall", leaf, {"leaf": leaf, "in": regs.nonzero()})
         sched.preempt()
         self.seamcalls += 1
         if not self.vmx_on:
@@ -155,6 +165,10 @@ class Cpu:
         else:
             end = self.machine.seam.seamcall(self, regs)
         sched.preempt()
+        if traced:
+            st = status_name(regs.rax) if end is SeamcallEnd.SEAMRET else end.value
+            self.machine.emit("seamret", f"{leaf} {st}",
+                              {"leaf": leaf, "end": end.value, "status": st, "out": regs.nonzero()})
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
         return end
