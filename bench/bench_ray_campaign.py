@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -56,8 +57,9 @@ def main() -> int:
     for muts in ((), ("no-abort",)):
         refs[muts] = run_campaign(args.runs, jobs=args.cpus, mutations=muts, keep_records=True)
     t0 = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="ray")
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray"), logging_level="ERROR")
+             _temp_dir=tmp, logging_level="ERROR")
     print(f"  Ray instance started in {time.perf_counter() - t0:.1f} s")
     try:
         for muts, kill in (((), False), (("no-abort",), False), (("no-abort",), True)):
@@ -85,6 +87,7 @@ def main() -> int:
                   + (f"; killed worker pid {killed[0]}" if killed else ""))
     finally:
         ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
     print("OK" if ok else "MISMATCH")
     return 0 if ok else 1
 

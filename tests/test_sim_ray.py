@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def cluster():
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -153,8 +155,13 @@ def test_cli_on_an_existing_cluster_by_address(cluster, by_processes):
     assert out.stderr.strip() == ""  # not a terminal: no progress line
 
 
-def test_cli_starts_a_local_instance_and_prints_the_summary(tmp_path):
-    out = _cli("sim", "campaign", "--ray", "--jobs", "2", "--runs", "30", "--cpus", "4")
+def test_cli_starts_a_local_instance_and_prints_the_summary():
+    tmp = tempfile.mkdtemp(prefix="ray")  # the instance's session files, not /tmp/ray
+    try:
+        out = _cli("sim", "campaign", "--ray", "--jobs", "2", "--runs", "30", "--cpus", "4",
+                   env={**ENV, "RAY_TMPDIR": tmp})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr
     ref = run_campaign(30, jobs=1, cpus=4)
     assert "campaign: seeds 0..29, 30 runs, Ray, 2 CPU(s)" in out.stdout
