@@ -172,3 +172,22 @@ def test_cli_starts_a_local_instance_and_prints_the_summary():
 def test_ray_address_without_ray_is_a_usage_error():
     out = _cli("sim", "campaign", "--ray-address", "127.0.0.1:1", "--runs", "1")
     assert out.returncode == 2 and out.stderr.strip() == "tdxseam: error: --ray-address needs --ray"
+
+
+def test_stop_at_first_on_ray_finds_the_same_lowest_seed(cluster):
+    ref = run_campaign(60, jobs=1, cpus=4, mutations=("skip-lp-init",), stop_at_first=True)
+    res = run_campaign(60, backend="ray", cpus=4, mutations=("skip-lp-init",), stop_at_first=True)
+    assert ref.failing_seeds == res.failing_seeds and res.seeds_to_catch == ref.seeds_to_catch
+    assert res.seeds_to_catch is not None and res.runs < 60
+
+
+def test_an_address_nobody_listens_on_is_one_line_fast():
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago, and nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = _cli("sim", "campaign", "--ray", "--ray-address", f"127.0.0.1:{port}", "--runs", "3")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"tdxseam: error: no Ray cluster at 127.0.0.1:{port}: ")
+    assert out.stderr.count("\n") == 1

@@ -169,7 +169,7 @@ def sim_campaign(
         raise exits.CliError("--runs must not be negative", exits.USAGE)
     if jobs is not None and jobs < 1:
         raise exits.CliError("--jobs must be at least 1", exits.USAGE)
-    from tdxseam.sim.campaign import CampaignError, ray_available, run_campaign
+    from tdxseam.sim.campaign import CampaignError, RayUnreachable, ray_available, run_campaign
     from tdxseam.sim.progress import ProgressLine
 
     if ray_address is not None and not ray:
@@ -181,7 +181,9 @@ def sim_campaign(
         res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
                            stop_at_first=stop_at_first, backend="ray" if ray else "process",
                            ray_address=ray_address, progress=bar if bar.enabled else None)
-    except CampaignError as e:
+    except RayUnreachable as e:
+        raise exits.CliError(str(e), exits.USAGE) from None
+    except CampaignError as e:  # a batch kept losing its worker
         raise exits.CliError(str(e), exits.FAILED) from None
     finally:
         bar.close()

@@ -42,6 +42,23 @@ class CampaignError(RuntimeError):
     """The campaign could not run every seed (a batch kept losing its worker, Ray unreachable)."""
 
 
+class RayUnreachable(CampaignError):
+    """No Ray cluster answers at the address given, or no local instance could start."""
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (Ray itself retries for minutes, printing)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", a ray:// client address, ...: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RayUnreachable(f"no Ray cluster at {address}: {e.strerror or e}") from None
+
+
 @dataclass
 class SeedFailure:
     seed: int
@@ -271,6 +288,8 @@ def _run_ray(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: b
     started = False
     if not ray.is_initialized():
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if address:
+            _probe(address)
         try:
             if address:
                 ray.init(address=address, **quiet)
@@ -278,7 +297,7 @@ def _run_ray(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: b
                 ray.init(address="local", num_cpus=jobs, include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise CampaignError(f"cannot start or reach {where}: {e}") from None
+            raise RayUnreachable(f"cannot start or reach {where}: {e}") from None
         started = True
     try:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
