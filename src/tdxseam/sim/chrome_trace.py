@@ -157,7 +157,7 @@ def chrome_trace(trace: Trace, *, cpus: int, title: str = "tdxseam run", meta: d
         while stack:
             b._end(tid, last, stack.pop())
     used = sorted({tid_of(c) for _, c, _, _ in trace.events} | {tid_of(c) for c in range(cpus)})
-    names = [{"name": "process_name", "ph": "M", "pid": PID, "args": {"name": f"{title} ({cpus} CPUs)"}}]
+    names = [{"name": "process_name", "ph": "M", "pid": PID, "args": {"name": title}}]
     for tid in used:
         names.append({"name": "thread_name", "ph": "M", "pid": PID, "tid": tid,
                       "args": {"name": "firmware" if tid == FIRMWARE_TID else f"cpu{tid - 1}"}})
