@@ -155,6 +155,7 @@ class _Tally:
                  progress: Callable[[CampaignStatus], None] | None) -> None:
         self.total = total
         self.t0 = time.perf_counter()
+        self.t_run = self.t0  # when seeds began to run (after a Ray instance came up): for rates
         self.runs = 0
         self.steps = 0
         self.violations = 0
@@ -188,7 +189,7 @@ class _Tally:
 
     def status(self) -> CampaignStatus:
         return CampaignStatus(self.runs, self.total, self.violations, len(self.failing),
-                              time.perf_counter() - self.t0, self.retried)
+                              time.perf_counter() - self.t_run, self.retried)
 
 
 def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int | None = None,
@@ -299,6 +300,7 @@ def _run_ray(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: b
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
             raise RayUnreachable(f"cannot start or reach {where}: {e}") from None
         started = True
+    tally.t_run = time.perf_counter()
     try:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         size = _batch_size(runs, workers, cap or RAY_CHUNK, stop_at_first)
