@@ -232,7 +232,8 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
                            "module update state")
         if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
-            k.machine.emit("update-leave", f"ret={ret}")
+            if k.machine.tracing:
+                k.machine.emit("update-leave", f"ret={ret}")
             return ret
 
 
