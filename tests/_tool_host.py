@@ -89,6 +89,10 @@ def tree_root_class():
         def read_all(self, rel: str) -> str:
             return self.tree.read_file(self._abs(rel), **self.kw).decode("utf-8", "replace")
 
+        def pread(self, rel: str, size: int, offset: int) -> bytes:
+            """One read(2) of `size` bytes at `offset` (the msr device's interface)."""
+            return self.tree.read(self._abs(rel), offset, size, **self.kw)
+
         def write_text(self, rel: str, text: str) -> None:
             fd = self.open_write(rel)
             try:

@@ -352,3 +352,30 @@ def test_sigint_when_idle(start):
     assert "seamret_invd_vmcs" in (emu.mnt / "proc/cpuinfo").read_text()
     final = emu.stop(signal.SIGINT)
     assert final["signal"] == "SIGINT"
+
+
+def test_doctor_and_explain_read_the_mounted_host_like_a_real_one(start, images):
+    """The emulated kernel's log is served at DIR/var/log/dmesg; doctor finds it by itself."""
+    emu = start("--cpus", "4", "--tds", "1", "--fault", "P_SEAMLDR_INSTALL@2=EBADHASH")
+    doc = json.loads(subprocess.run([*tdxseam_cmd(), "doctor", "--sysfs-root", str(emu.mnt), "--json"],
+                                    capture_output=True, text=True, timeout=60).stdout)
+    assert doc["ok"] and doc["kernel_log"]["source"] == "/var/log/dmesg"
+    # SEAMRR and the KeyID split through the mounted /dev/cpu/0/msr (pread of 8 bytes)
+    assert {c["name"]: c["verdict"] for c in doc["checks"]}["seamrr"] == "ok"
+    assert doc["checks"][10]["details"]["tdx_keyids"] == 63
+    r = sh(USER_SCRIPT, str(emu.mnt), str(images["good"]))
+    assert "error=[transferring:firmware-invalid]" in r.stdout, r.stdout + r.stderr
+    p = subprocess.run([*tdxseam_cmd(), "doctor", "--sysfs-root", str(emu.mnt), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    doc = json.loads(p.stdout)
+    assert p.returncode == 1 and not doc["ok"]
+    verdicts = {c["name"]: c["verdict"] for c in doc["checks"]}
+    assert verdicts["module"] == "fail" and verdicts["kernel_log"] == "fail"
+    log = (emu.mnt / "var/log/dmesg").read_text()
+    assert "seamldr: SEAMCALL (0x8000000000000001) failed: 0x8000000000020001" in log
+    p = subprocess.run([*tdxseam_cmd(), "explain", "--json", "-"], input=log, capture_output=True, text=True,
+                       timeout=60)
+    (fail,) = [i for i in json.loads(p.stdout)["explained"] if i["kind"] == "seamcall_failure"]
+    assert (fail["leaf"]["name"], fail["status"]["name"], fail["errno"]["name"]) == \
+        ("P_SEAMLDR_INSTALL", "EBADHASH", "EIO")
+    emu.stop()

@@ -17,7 +17,7 @@ from tdxseam.formats.testsign import DEFAULT_CPUIDS, make_module, signing_key
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.kernel import Kernel
 from tdxseam.kernel.locks import local_irq_restore, local_irq_save
-from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_config, tdx_read_sysinfo
+from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_enable, tdx_init
 from tdxseam.platform.machine import Machine
 from tdxseam.platform.sched import Deadlock
 from tdxseam.seam.firmware import SeamFirmware
@@ -25,7 +25,12 @@ from tdxseam.seam.pseamldr import MAX_NUM_OF_LPS, PSeamldr, SeamldrBuild
 
 
 class BootError(RuntimeError):
-    """The emulated host did not come up (a model bug or an impossible configuration)."""
+    """The emulated host did not come up (a model bug, an impossible configuration, or a fault
+    planted at boot); `dmesg` is what the kernel printed until then."""
+
+    def __init__(self, message: str, dmesg: str = "") -> None:
+        super().__init__(message)
+        self.dmesg = dmesg
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ class EmulatedHost:
     def __init__(self, cpus: int = 8, *, seed: int = 0, module: Any = None,
                  seamldr: SeamldrBuild | None = None, mutations: frozenset[str] = frozenset(),
                  trace: bool = True, erratum: bool = False, max_steps: int | None = None,
-                 cpuid_1_eax: int | None = None, trust_test_key: bool = True) -> None:
+                 cpuid_1_eax: int | None = None, trust_test_key: bool = True,
+                 boot_faults: Any = None) -> None:
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, **kw)
@@ -75,6 +81,10 @@ class EmulatedHost:
         self.pseamldr = PSeamldr(self.fw, seamldr, trusted_key_hashes=trusted)
         self.kernel = Kernel(self.machine, mutations=mutations)
         self._firmware_load(module or DeclaredModule(ModuleVersion(1, 5, 6)))
+        if boot_faults is not None:
+            # a fault plan (seam.faults.FaultPlan) armed before the OS boots: the kernel's boot
+            # SEAMCALLs meet it, and BootError carries what the kernel printed
+            self.fw.fault_hook = boot_faults
         self._boot()
 
     @property
@@ -114,16 +124,14 @@ class EmulatedHost:
             finally:
                 local_irq_restore(self.kernel, flags)
 
+        self.run_on(0, tdx_init, self.kernel)
         for cpu, ret in enumerate(self.run_each(cpu_up)):
             if ret:
-                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}")
+                raise BootError(f"TDX init failed on cpu{cpu}: errno {ret}", self.kernel.dmesg_text())
 
-        def configure() -> int:
-            return tdx_module_config(self.kernel) or tdx_read_sysinfo(self.kernel)
-
-        ret = self.run_on(0, configure)
+        ret = self.run_on(0, tdx_enable, self.kernel)
         if ret:
-            raise BootError(f"TDX module configuration failed: errno {ret}")
+            raise BootError(f"TDX module configuration failed: errno {ret}", self.kernel.dmesg_text())
         self.fw.stats.__init__()  # boot traffic is not part of what callers measure
 
     # ---- running host code ----------------------------------------------------------------------

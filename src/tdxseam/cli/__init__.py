@@ -27,6 +27,7 @@ from tdxseam.cli import cmd_demo  # noqa: E402,F401
 from tdxseam.cli import cmd_emulate  # noqa: E402,F401
 from tdxseam.cli import cmd_tool  # noqa: E402,F401
 from tdxseam.cli import cmd_sim  # noqa: E402,F401
+from tdxseam.cli import cmd_diag  # noqa: E402,F401
 
 
 def _error(message: str, code: int) -> None:

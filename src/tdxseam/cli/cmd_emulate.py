@@ -1,7 +1,8 @@
 """`tdxseam emulate --mount DIR`: an emulated TDX host's kernel files, mounted for real programs.
 
 The emulated host boots, then its / is served at DIR through FUSE: DIR/sys/devices/faux/tdx_host,
-DIR/sys/class/firmware/tdx_module, DIR/sys/devices/system/cpu, DIR/proc/cpuinfo. Any program (a
+DIR/sys/class/firmware/tdx_module, DIR/sys/devices/system/cpu, DIR/proc/cpuinfo, and the kernel's
+log in dmesg form at DIR/var/log/dmesg (what `tdxseam doctor` and `explain` read). Any program (a
 shell, Intel's reference script, distro tooling) updates the module through them as it would on a
 TDX host. SIGINT or SIGTERM unmounts; an update in flight first runs to its end.
 """

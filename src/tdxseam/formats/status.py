@@ -6,12 +6,24 @@ Two families share RAX:
 - P-SEAMLDR statuses: bit 63 set, bits 62:32 zero, the code in the low bits (spec-firmware.md §3).
 - Software values the kernel makes up for SEAMCALL faults: class 0xFF ("TDX_SW_ERROR"), never
   returned by firmware (spec-linux.md §1.3).
+
+The enums name the codes tdxseam's own code uses; `status_table` holds every published code, and
+`decode_status` names any value from it. `seamcall_errno` is the kernel's status-to-errno rule.
 """
 
 from __future__ import annotations
 
+import errno as _errno
 from dataclasses import dataclass
 from enum import IntEnum
+
+from tdxseam.formats.status_table import (
+    KERNEL_NAMES,
+    KERNEL_SW_STATUSES,
+    OPERAND_IDS,
+    STATUS_CLASSES,
+    TDX_MODULE_STATUSES,
+)
 
 TDX_ERROR = 1 << 63
 TDX_NON_RECOVERABLE = 1 << 62
@@ -83,7 +95,13 @@ PSEAMLDR_UNRECOVERABLE_ERROR = 1
 OPERAND_RAX, OPERAND_RCX, OPERAND_RDX = 0, 1, 2
 OPERAND_R8 = 8
 
-_TDX_BY_CLASS: dict[int, TdxStatus] = {s.value & TDX_SEAMCALL_STATUS_MASK: s for s in TdxStatus if s}
+# Class and detail L1 (bits 47:32) identify a module status; the top bits only qualify it.
+_CODE_MASK = 0x0000_FFFF_0000_0000
+_BY_CODE: dict[int, list[tuple[str, str]]] = {}
+for _name, _value, _sources in TDX_MODULE_STATUSES:
+    _BY_CODE.setdefault(_value & _CODE_MASK, []).append((_name, _sources))
+_SW_BY_VALUE = {v: n for n, v, _ in KERNEL_SW_STATUSES}
+_KERNEL_BY_CODE = {v & _CODE_MASK: n for v, n in KERNEL_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,24 @@ class DecodedStatus:
     status_class: int
     detail_l1: int
     detail_l2: int
+    known: bool = True  # the name comes from a published table, not made up from the bits
+    aliases: tuple[str, ...] = ()  # other published names of the same code
+    sources: str = ""  # which tables define it ("1.5.01 1.5 2.0", "kernel", "P-SEAMLDR")
+
+    @property
+    def class_name(self) -> str:
+        if self.family == "seamldr":
+            return "P-SEAMLDR"
+        return STATUS_CLASSES.get(self.status_class, "unknown class")
+
+    @property
+    def operand(self) -> str | None:
+        """The operand a module status blames, when its low bits hold an operand id."""
+        if self.family != "tdx" or not self.error or self.detail_l2 > 0xFFFF:
+            return None
+        if self.detail_l2 == 0 and self.status_class != 0x01:
+            return None
+        return OPERAND_IDS.get(self.detail_l2)
 
     def __str__(self) -> str:
         if not self.error:
@@ -132,22 +168,43 @@ def decode_status(value: int) -> DecodedStatus:
     nonrec = bool(value & TDX_NON_RECOVERABLE)
     fatal = bool(value & TDX_FATAL)
     if value == 0:
-        return DecodedStatus(0, "SUCCESS", "success", False, False, False, 0, 0, 0)
+        return DecodedStatus(0, "SUCCESS", "success", False, False, False, 0, 0, 0,
+                             aliases=("TDX_SUCCESS", "PSEAMLDR_SUCCESS"), sources="1.5.01 1.5 2.0")
     if is_seamldr_status(value):
         try:
-            name = SeamldrStatus(value).name
+            name, known = SeamldrStatus(value).name, True
         except ValueError:
-            name = f"PSEAMLDR_UNKNOWN_0x{value & 0xFFFF_FFFF:x}"
-        return DecodedStatus(value, name, "seamldr", True, False, False, 0, 0, l2)
-    if (value & TDX_SEAMCALL_STATUS_MASK) == (TDX_SW_ERROR & TDX_SEAMCALL_STATUS_MASK) or cls == 0xFF:
-        try:
-            name = TdxStatus(value).name
-        except ValueError:
-            name = f"TDX_SW_ERROR_0x{l2:x}"
-        return DecodedStatus(value, name, "software", err, nonrec, fatal, cls, l1, l2)
-    known = _TDX_BY_CLASS.get(value & TDX_SEAMCALL_STATUS_MASK)
-    if known is not None:
-        return DecodedStatus(value, known.name, "tdx", err, nonrec, fatal, cls, l1, l2)
+            name, known = f"PSEAMLDR_UNKNOWN_0x{value & 0xFFFF_FFFF:x}", False
+        return DecodedStatus(value, name, "seamldr", True, False, False, 0, 0, l2, known=known,
+                             sources="P-SEAMLDR" if known else "")
+    if cls == 0xFF:
+        name = _SW_BY_VALUE.get(value)
+        return DecodedStatus(value, name or f"TDX_SW_ERROR_0x{l2:x}", "software", err, nonrec, fatal,
+                             cls, l1, l2, known=name is not None, sources="kernel" if name else "")
+    rows = _BY_CODE.get(value & _CODE_MASK)
+    if rows:
+        names = [n for n, _ in rows]
+        kernel = _KERNEL_BY_CODE.get(value & _CODE_MASK)
+        if kernel:
+            names.insert(0, kernel)
+        sources = " ".join(dict.fromkeys(" ".join(src for _, src in rows).split()))
+        return DecodedStatus(value, names[0], "tdx", err, nonrec, fatal, cls, l1, l2,
+                             aliases=tuple(names[1:]), sources=sources)
     family = "tdx" if err else "unknown"
     name = f"TDX_UNKNOWN_CLASS_0x{cls:02x}_0x{l1:02x}" if err else f"WARNING_0x{value:016x}"
-    return DecodedStatus(value, name, family, err, nonrec, fatal, cls, l1, l2)
+    return DecodedStatus(value, name, family, err, nonrec, fatal, cls, l1, l2, known=False)
+
+
+def seamcall_errno(sret: int) -> int:
+    """The errno the kernel makes of a SEAMCALL's final status (`sc_retry_prerr`, spec-linux §2):
+    0 for success, -ENODEV / -EOPNOTSUPP / -EACCES for the three ways the instruction itself can
+    fail, -EIO for every status the firmware returned (the only ones it prints)."""
+    if sret == 0:
+        return 0
+    if sret == TdxStatus.TDX_SEAMCALL_VMFAILINVALID:
+        return -_errno.ENODEV
+    if sret == TdxStatus.TDX_SEAMCALL_GP:
+        return -_errno.EOPNOTSUPP
+    if sret == TdxStatus.TDX_SEAMCALL_UD:
+        return -_errno.EACCES
+    return -_errno.EIO

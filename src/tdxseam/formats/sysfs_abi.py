@@ -16,3 +16,9 @@ CPU_ONLINE = "sys/devices/system/cpu/online"
 CPU_PRESENT = "sys/devices/system/cpu/present"
 CPU_POSSIBLE = "sys/devices/system/cpu/possible"
 UPLOAD_FILES = ("loading", "data", "status", "error", "remaining_size", "cancel")
+# The kernel log in `dmesg` form ("[seconds.micro] text" lines). An emulated host serves its
+# kernel's log here (a regular read-only file, unlike /dev/kmsg); Debian-family hosts keep the
+# boot log at the same path. `tdxseam doctor` reads it when not given --dmesg.
+DMESG = "var/log/dmesg"
+# The msr driver's device of CPU N (arch/x86/kernel/msr.c): pread 8 bytes at offset = MSR number.
+MSR_DEVICE = "dev/cpu/{cpu}/msr"

@@ -91,3 +91,8 @@ class Kernel:
 
     def dmesg_text(self) -> str:
         return "".join(f"{line.text}\n" for line in self.dmesg)
+
+    def dmesg_dump(self) -> str:
+        """The log as `dmesg` prints it: "[seconds.micro] text", one scheduler step a microsecond."""
+        return "".join(f"[{line.step // 1_000_000:5d}.{line.step % 1_000_000:06d}] {line.text}\n"
+                       for line in self.dmesg)

@@ -11,7 +11,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT
-from tdxseam.formats.status import TdxStatus
+from tdxseam.formats.status import TdxStatus, seamcall_errno  # noqa: F401 (re-exported)
 from tdxseam.kernel.locks import preempt_disable, preempt_enable
 from tdxseam.platform.cpu import Regs, SeamcallEnd
 
@@ -60,19 +60,6 @@ def seamcall(k: Kernel, fn: int, args: Regs) -> int:
 def seamcall_ret(k: Kernel, fn: int, args: Regs) -> int:
     """Output registers are written back to `args`."""
     return sc_retry(k, fn, args)
-
-
-def seamcall_errno(sret: int) -> int:
-    """The errno a SEAMCALL status becomes (sc_retry_prerr)."""
-    if sret == 0:
-        return 0
-    if sret == TdxStatus.TDX_SEAMCALL_VMFAILINVALID:
-        return -errno.ENODEV
-    if sret == TdxStatus.TDX_SEAMCALL_GP:
-        return -errno.EOPNOTSUPP
-    if sret == TdxStatus.TDX_SEAMCALL_UD:
-        return -errno.EACCES
-    return -errno.EIO
 
 
 def seamcall_err(k: Kernel, pr_fmt: str, fn: int, err: int) -> None:

@@ -122,6 +122,26 @@ def tdx_module_config(k: Kernel) -> int:
     return 0
 
 
+def tdx_init(k: Kernel) -> None:
+    """Early boot (tdx_init): report the KeyID split the BIOS programmed.
+
+    The model platform gives TDX every KeyID from 1 (no MKTME KeyIDs), `num_private_hkids` of them.
+    """
+    start = 1
+    k.pr_info(PR_FMT, f"BIOS enabled: private KeyID range [{start}, {start + k.machine.num_private_hkids})")
+
+
+def tdx_enable(k: Kernel) -> int:
+    """subsys_initcall tdx_enable(), after every CPU ran tdx_cpu_enable(): configure the module
+    and read its metadata (init_tdx_module), then say how it went, as the kernel does."""
+    ret = tdx_module_config(k) or tdx_read_sysinfo(k)
+    if ret:
+        k.pr_err(PR_FMT, f"TDX-Module initialization failed ({ret})")
+        return ret
+    k.pr_info(PR_FMT, "TDX-Module initialized")
+    return 0
+
+
 def tdx_read_sysinfo(k: Kernel) -> int:
     t = tdx_of(k)
     ret, version = read_version(k)

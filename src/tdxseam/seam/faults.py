@@ -24,6 +24,9 @@ class FaultRule:
     cpu: int | None = None  # None = any CPU
     nth: int | None = 1  # the n-th matching call (1-based); None = every matching call
     status: int | str = 0  # a RAX status, or "vmfailinvalid" / "gp" / "ud"
+    # output registers the failing leaf leaves behind with a RAX status (e.g. TDH.SYS.INIT's CPUID
+    # details in RCX, RDX, R8-R10), by name: {"rcx": ..., "r8": ...}
+    outputs: dict[str, int] = field(default_factory=dict)
     seen: int = field(default=0, compare=False)
     fired: int = field(default=0, compare=False)
 
@@ -41,8 +44,8 @@ class FaultPlan:
     log: list[str] = field(default_factory=list)
 
     def add(self, leaf: int | None, status: int | str, *, cpu: int | None = None,
-            nth: int | None = 1) -> FaultPlan:
-        self.rules.append(FaultRule(leaf, cpu, nth, status))
+            nth: int | None = 1, outputs: dict[str, int] | None = None) -> FaultPlan:
+        self.rules.append(FaultRule(leaf, cpu, nth, status, outputs=dict(outputs or {})))
         return self
 
     def __call__(self, cpu: Cpu, regs: Regs) -> int | SeamcallEnd | None:
@@ -59,6 +62,8 @@ class FaultPlan:
             cpu.machine.emit("fault", r.describe())
             if isinstance(r.status, str):
                 return _ENDS[r.status]
+            for reg, value in r.outputs.items():
+                setattr(regs, reg, value)
             return r.status
         return None
 

@@ -7,6 +7,8 @@ What a real program sees under `/` of a TDX host, and nothing it does not need:
     /sys/class/firmware/tdx_module -> ../../devices/faux/tdx_host/firmware/tdx_module
     /sys/devices/system/cpu/{online, present, possible}
     /proc/cpuinfo
+    /var/log/dmesg   (the emulated kernel's log, read-only, in `dmesg` form)
+    /dev/cpu/N/msr   (the msr driver: 8-byte reads at offset = MSR; the KeyID split and SEAMRR)
 
 Every operation takes the caller's credentials and answers as the kernel would: bytes, a byte
 count, or an `OSError` carrying the kernel's errno. The layers are the kernel's:
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from tdxseam.formats import msr
 from tdxseam.formats import sysfs_abi as abi
 from tdxseam.formats.page import PAGE_SIZE  # kernfs moves at most a page per read/write
 
@@ -366,6 +369,25 @@ def cpuinfo_text(host: EmulatedHost) -> str:
     return "".join(out)
 
 
+# ---- /dev/cpu/N/msr ---------------------------------------------------------------------------------
+
+
+def msr_read(host: EmulatedHost, reg: int, size: int) -> bytes | int:
+    """msr_read() (arch/x86/kernel/msr.c): whole 8-byte reads of the MSR at the file offset; an MSR
+    the model does not have faults (-EIO), as rdmsr_safe_on_cpu does on hardware."""
+    if size % 8:
+        return -errno.EINVAL
+    fw = host.fw
+    values = {
+        msr.MSR_IA32_MKTME_KEYID_PARTITIONING: msr.keyid_partitioning(0, host.machine.num_private_hkids),
+        msr.MSR_IA32_SEAMRR_PHYS_BASE: fw.seamrr_base & msr.SEAMRR_ADDR_BITS,
+        msr.MSR_IA32_SEAMRR_PHYS_MASK: msr.seamrr_mask(fw.seamrr_size),
+    }
+    if reg not in values:
+        return -errno.EIO
+    return values[reg].to_bytes(8, "little") * (size // 8)
+
+
 # ---- the tree -------------------------------------------------------------------------------------
 
 
@@ -449,6 +471,13 @@ class SysfsTree:
         self._add("/" + abi.CPU_PRESENT, Kind.ATTR, 0o444, show=present)
         self._add("/" + abi.CPU_POSSIBLE, Kind.ATTR, 0o444, show=present)
         self._add("/" + abi.CPUINFO, Kind.PROC, 0o444, show=lambda: cpuinfo_text(host))
+        # not sysfs: the kernel log, so log readers (tdxseam doctor/explain) find it under the root
+        self._add("/" + abi.DMESG, Kind.PROC, 0o444, show=host.kernel.dmesg_dump)
+        # the msr driver's devices (root only), as regular files here: an 8-byte read at an offset
+        # reads that MSR of that CPU
+        for c in m.cpus:
+            self._add("/" + abi.MSR_DEVICE.format(cpu=c.id), Kind.BIN, 0o600,
+                      bin_read=lambda off, size: msr_read(host, off, size))
 
     # ---- lookup -------------------------------------------------------------------------------
 
