@@ -66,8 +66,10 @@ def main() -> int:
             killed: list[int] = []
 
             def kill_one(st, kill=kill, killed=killed) -> None:
-                if kill and not killed and st.done >= st.total // 4:
-                    for pid in our_ray_workers(b"ray::run_chunk"):
+                if kill and not killed and st.total // 4 <= st.done <= 3 * st.total // 4:
+                    busy = set(our_ray_workers(b"ray::run_chunk"))
+                    time.sleep(0.03)  # busy on two looks: in a batch, not handing one back
+                    for pid in sorted(busy & set(our_ray_workers(b"ray::run_chunk"))):
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
                         return

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -101,17 +102,26 @@ def _our_ray_workers(title: bytes) -> list[int]:
     return out
 
 
+def _kill_a_busy_worker(killed: list[int]) -> None:
+    """SIGKILL one of our workers that is in the middle of a batch (busy on two looks 30 ms apart,
+    so not one that is just handing its result back), once."""
+    if killed:
+        return
+    busy = set(_our_ray_workers(b"ray::run_chunk"))
+    time.sleep(0.03)
+    for pid in sorted(busy & set(_our_ray_workers(b"ray::run_chunk"))):
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        return
+
+
 def test_a_worker_killed_mid_campaign_loses_no_seed(cluster, by_processes):
     """SIGKILL a worker while it runs a batch: the batch is sent again, every seed counted once."""
     killed: list[int] = []
 
     def kill_one(st) -> None:
-        if killed or st.done < RUNS // 4:
-            return
-        for pid in _our_ray_workers(b"ray::run_chunk"):  # busy with a batch right now
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            return
+        if RUNS // 4 <= st.done <= 3 * RUNS // 4:  # batches still queued behind the victim's
+            _kill_a_busy_worker(killed)
 
     res = run_campaign(RUNS, backend="ray", cpus=4, mutations=("no-abort",), keep_records=True,
                        progress=kill_one)
@@ -128,11 +138,8 @@ def test_the_kill_is_real_without_resubmission(cluster, monkeypatch):
     killed: list[int] = []
 
     def kill_one(st) -> None:
-        if not killed:
-            for pid in _our_ray_workers(b"ray::run_chunk"):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
+        if st.done <= 3 * RUNS // 4:
+            _kill_a_busy_worker(killed)
 
     with pytest.raises(campaign.CampaignError, match="worker lost 1 times"):
         run_campaign(RUNS, backend="ray", cpus=4, progress=kill_one)
