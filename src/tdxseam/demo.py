@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tdxseam.formats.identity import ModuleIdentity, resolve_identity
 from tdxseam.formats.image import ImageFormat, detect, extract, v1_to_v2
@@ -26,6 +27,7 @@ from tdxseam.kernel.seamldr import ModuleUpdateState, seamldr_get_info
 from tdxseam.kernel.tdx_host import tdx_host_init
 from tdxseam.probe import Probe
 from tdxseam.seam.pseamldr import SeamldrBuild
+from tdxseam.platform.trace import Trace
 from tdxseam.seam.td import compare_tds, td_snapshot
 
 INTEL_CATALOG_ENV = "TDXSEAM_INTEL_BINARIES"
@@ -191,9 +193,13 @@ class DemoResult:
     wall_seconds: float = 0.0
     firmware: str = "model"
     stopped_in_seam: str | None = None  # real firmware: the module stopped inside a SEAMCALL
+    fault: str | None = None  # the fault rule injected into the update, if any
+    trace: Any = field(default=None, repr=False, compare=False)  # the update's events, when traced
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(replace(self, trace=None))
+        del d["trace"]
+        return d
 
 
 def _stopped_in_seam(host: EmulatedHost):
@@ -217,11 +223,21 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
              synthetic: bool = False, module_version: ModuleVersion | None = None,
              probe: Probe | None = None,
              progress: Callable[[Progress], None] | None = None, kernel: str = "merged",
-             firmware: str = "model") -> DemoResult:
+             firmware: str = "model", fault: str | None = None, trace: bool = False) -> DemoResult:
     """`module_version` is the --module-version of the `to` module (for a file that states nothing).
+    `fault`: a fault rule (`LEAF[@CPU][#N]=STATUS`) armed for the update only; `trace`: record
+    the update's events (from the upload to its end) in `DemoResult.trace`.
 
     Both modules are identified before the host boots: a version that disagrees or cannot be
     known is refused (IdentityError) before any SEAMCALL."""
+    from tdxseam.seam.faults import FaultPlan, FaultSpecError, install_fault_plan, parse_fault_spec
+
+    try:
+        rule = parse_fault_spec(fault) if fault is not None else None
+    except FaultSpecError as e:
+        raise DemoError(f"--fault: {e}") from None
+    if rule is not None and rule.cpu is not None and rule.cpu >= cpus:
+        raise DemoError(f"--fault: cpu{rule.cpu} does not exist on a {cpus}-CPU host")
     cat = None if synthetic else find_intel_catalog(catalog)
     if firmware == "real" and cat is None:
         raise DemoError("--firmware real runs Intel's binaries: it needs their catalog (--catalog DIR "
@@ -255,7 +271,8 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         remaining_updates_before=remaining_before, remaining_updates_after=None,
                         error=None, status=None, from_module=src.label, to_module=dst.label,
                         from_identity=src.identity.to_json(), to_identity=dst.identity.to_json(),
-                        converted=dst.converted, seed=seed, firmware=firmware)
+                        converted=dst.converted, seed=seed, firmware=firmware,
+                        fault=fault)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
         return result
@@ -268,6 +285,10 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
         fw.data_write(0, dst.image)
         fw.loading_store("0\n")
 
+    if rule is not None:
+        install_fault_plan(host.fw, FaultPlan([rule]))
+    if trace:  # boot and the TDs are not the story: the trace starts with the upload
+        host.sched.trace = Trace(enabled=True)
     t0 = time.perf_counter()
     steps0 = host.sched.steps
     host.sched.spawn(host.machine.cpus[0], upload, name="userspace-upload")
@@ -284,6 +305,9 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
             break
     result.wall_seconds = time.perf_counter() - t0
     result.steps = host.sched.steps - steps0
+    install_fault_plan(host.fw, None)
+    host.sched.trace.enabled = False
+    result.trace = host.sched.trace if trace else None
     stopped = _stopped_in_seam(host)
     if stopped is not None:
         # Intel's code never returned from a SEAMCALL: on hardware that CPU stays in SEAM mode and

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
-from tdxseam.cli import app, exits
+from tdxseam.cli import app, exits, outputs
 from tdxseam.cli.options import check_kernel, kernel_option
 
 
@@ -85,6 +86,8 @@ def stress(
     no_irqsave: bool = typer.Option(False, "--no-irqsave", help="Take seamldr_lock with interrupts left on."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the summary."),
     kernel: str = kernel_option(),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports."""
@@ -92,10 +95,16 @@ def stress(
     check_kernel(kernel)
     if calls < 0:
         raise exits.CliError("--calls must not be negative", exits.USAGE)
+    traced = outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.stress import run_stress
 
     res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
-                           no_irqsave=no_irqsave, trace=trace, kernel=kernel)
+                           no_irqsave=no_irqsave, trace=trace or traced, kernel=kernel)
+    how = "".join(f", {w}" for w, on in (("irq calls", irq_calls), ("unserialized", unserialized),
+                                          ("no irqsave", no_irqsave)) if on)
+    outputs.write(host.sched.trace, cpus=cpus, title=f"stress seed {seed}: {cpus} CPUs x {calls} SEAMLDR.INFO{how}"
+                                                    + (", DEADLOCK" if res.deadlock else ""),
+                  trace_out=trace_out, timeline_out=timeline_out, meta={"seed": seed})
     if as_json:
         print(json.dumps(res.to_json(), sort_keys=True))
     else:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
-from tdxseam.cli import app, exits
+from tdxseam.cli import app, exits, outputs
 from tdxseam.cli.options import check_kernel, kernel_option
 
 
@@ -27,6 +28,10 @@ def demo(
     kernel: str = kernel_option(),
     firmware: str = typer.Option("model", "--firmware",
                                  help="model: the Python TDX module; real: Intel's binary on the emulated CPU."),
+    fault: str = typer.Option(None, "--fault", metavar="SPEC",
+                              help="Inject a fault into the update: LEAF[@CPU][#N]=STATUS, e.g. P_SEAMLDR_INSTALL@5=EBADHASH."),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Boot a host running a module, start TDs, update the module in place, show what survived.
@@ -49,6 +54,7 @@ def demo(
     if firmware == "real":
         from tdxseam.cli.cmd_firmware import require_engine
         require_engine()
+    traced = outputs.wanted(trace_out, timeline_out)
     from tdxseam.demo import DemoError, run_demo
     from tdxseam.formats.errors import FormatError, VersionError
     from tdxseam.formats.version import ModuleVersion
@@ -87,15 +93,19 @@ def demo(
     try:
         r = run_demo(cpus=cpus, tds=tds, from_=from_, to=to, catalog=catalog, seed=seed,
                      synthetic=synthetic, module_version=option, probe=probe, progress=show,
-                     kernel=kernel, firmware=firmware)
+                     kernel=kernel, firmware=firmware, fault=fault, trace=traced)
     except (DemoError, FormatError) as e:
-        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+        raise exits.CliError(str(e), exits.USAGE if str(e).startswith("--fault") else exits.BAD_INPUT) from None
     except Exception as e:
         _real_firmware_error(e)
         raise
     finally:
         if bar is not None:
             bar.stop()
+    verdict = "OK" if r.ok else "FAILED"
+    outputs.write(r.trace, cpus=r.cpus, title=f"demo update {r.version_before} -> {r.to_module}: {r.cpus} CPUs, "
+                                               f"seed {r.seed}" + (f", fault {fault}" if fault else "") + f", {verdict}",
+                  trace_out=trace_out, timeline_out=timeline_out, meta={"seed": r.seed, "fault": fault})
     if as_json:
         keys = ["ok", "cpus", "version_before", "version_after", "tds_before", "tds_preserved",
                 "remaining_updates_before", "remaining_updates_after", "error", "status"]

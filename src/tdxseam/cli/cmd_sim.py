@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from tdxseam.cli import app, exits
+from tdxseam.cli import app, exits, outputs
 from tdxseam.cli.options import check_kernel, kernel_option
 
 sim_app = typer.Typer(
@@ -85,6 +85,8 @@ def sim_run(
                                   help="Run this scenario (JSON, e.g. from `sim replay --shrink-out`) instead of generating one."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the report."),
     kernel: str = kernel_option(),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Generate the scenario of --seed, run it with every invariant checked, report; exit 1 on a violation.
@@ -92,6 +94,7 @@ def sim_run(
     A --scenario file carries its own kernel profile; --kernel applies to generated scenarios."""
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
+    outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.runner import replay_command, run_scenario
     from tdxseam.sim.scenario import Scenario, generate
 
@@ -104,6 +107,7 @@ def sim_run(
         again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule, kernel=kernel)
     r = run_scenario(sc, mutations=muts, schedule=schedule, trace=True)
     _print_result(r, as_json, trace=trace, extra={"replay": again})
+    _write_outputs(r, again, trace_out, timeline_out)
     if r.violations:
         raise typer.Exit(exits.FAILED)
 
@@ -119,11 +123,14 @@ def sim_replay(
     shrink_out: Path = typer.Option(None, "--shrink-out", metavar="FILE",
                                     help="With --shrink: write the smaller scenario here (run it with `sim run --scenario`)."),
     kernel: str = kernel_option(),
+    trace_out: Path = outputs.TRACE_OUT,
+    timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte."""
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
+    outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.replay import replay, shrink
 
     r = replay(seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True, kernel=kernel)
@@ -140,8 +147,19 @@ def sim_replay(
             extra["shrunk_run"] = f"tdxseam sim run --scenario {shrink_out}" + "".join(
                 f" --mutate {m}" for m in muts)
     _print_result(r, as_json, trace=trace, extra=extra)
+    from tdxseam.sim.runner import replay_command
+
+    _write_outputs(r, replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule), trace_out, timeline_out)
     if r.violations:
         raise typer.Exit(exits.FAILED)
+
+
+def _write_outputs(r, command: str, trace_out: Path | None, timeline_out: Path | None) -> None:
+    verdict = f"{len(r.violations)} violation(s), first {r.violations[0].kind}" if r.violations else "no violation"
+    muts = f", --mutate {','.join(r.mutations)}" if r.mutations else ""
+    outputs.write(r.trace, cpus=r.cpus, title=f"sim seed {r.seed}: {r.cpus} CPUs{muts}, {verdict}",
+                  trace_out=trace_out, timeline_out=timeline_out,
+                  meta={"command": command, "seed": r.seed, "violations": [v.to_json() for v in r.violations]})
 
 
 @sim_app.command("campaign")
@@ -153,8 +171,9 @@ def sim_campaign(
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
     schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
     stop_at_first: bool = typer.Option(False, "--stop-at-first", help="Stop once the lowest failing seed is known."),
-    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (needs the ray package)."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: start a local one)."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray: a cluster (--ray-address) or a local instance of --jobs CPUs (needs tdxseam[ray])."),
+    ray_address: str = typer.Option(None, "--ray-address", metavar="ADDR",
+                                    help="With --ray: the cluster's address, e.g. HEAD:6379 (default: start a local instance)."),
     kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (runs, violations, failing_seeds, seconds, ...)."),
 ) -> None:
@@ -166,19 +185,34 @@ def sim_campaign(
         raise exits.CliError("--runs must not be negative", exits.USAGE)
     if jobs is not None and jobs < 1:
         raise exits.CliError("--jobs must be at least 1", exits.USAGE)
-    from tdxseam.sim.campaign import ray_available, run_campaign
+    from tdxseam.sim.campaign import CampaignError, RayUnreachable, ray_available, run_campaign
+    from tdxseam.sim.progress import ProgressLine
 
+    if ray_address is not None and not ray:
+        raise exits.CliError("--ray-address needs --ray", exits.USAGE)
     if ray and not ray_available():
-        raise exits.CliError("--ray needs the ray package (pip install 'tdxseam[ray]')", exits.USAGE)
-    res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
-                       stop_at_first=stop_at_first, backend="ray" if ray else "process", ray_address=ray_address,
-                       kernel=kernel)
+        raise exits.CliError("--ray needs the ray package: pip install 'tdxseam[ray]'", exits.USAGE)
+    bar = ProgressLine(sys.stderr)  # a terminal only: silent in pipes and logs
+    try:
+        res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
+                           stop_at_first=stop_at_first, backend="ray" if ray else "process",
+                           ray_address=ray_address, kernel=kernel,
+                           progress=bar if bar.enabled else None)
+    except RayUnreachable as e:
+        raise exits.CliError(str(e), exits.USAGE) from None
+    except CampaignError as e:  # a batch kept losing its worker
+        raise exits.CliError(str(e), exits.FAILED) from None
+    finally:
+        bar.close()
     if as_json:
         print(json.dumps(res.to_json(), sort_keys=True))
     else:
         what = f" with {', '.join(muts)}" if muts else ""
-        print(f"campaign{what}: seeds {seed}..{seed + res.runs - 1}, {res.runs} runs, {res.jobs} job(s), "
+        where = f"Ray, {res.jobs} CPU(s)" if ray else f"{res.jobs} job(s)"
+        print(f"campaign{what}: seeds {seed}..{seed + res.runs - 1}, {res.runs} runs, {where}, "
               f"schedule {schedule}, kernel {kernel}")
+        if res.retried:
+            print(f"retried: {res.retried} batch(es) whose worker died; every seed ran and is counted once")
         print(f"violations: {res.violations} in {len(res.failing)} failing seed(s)")
         if res.kinds:
             print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(res.kinds.items())))
@@ -192,7 +226,7 @@ def sim_campaign(
         for line in res.coverage_lines():
             print(line)
         rate = res.runs / res.seconds if res.seconds else 0.0
-        print(f"{res.seconds:.1f} s, {rate:.1f} runs/s, {res.steps} scheduler steps")
+        print(f"{res.seconds:.1f} s, {rate:.1f} runs/s, {res.steps} scheduler steps, seeds digest {res.seeds_digest}")
     if res.violations or res.missing_sometimes:
         raise typer.Exit(exits.FAILED)
 

@@ -148,6 +148,8 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
         lock.note_in_hardirq(cpu, site)
     elif cpu.irq_enabled:
         lock.note_hardirq_on(cpu, site)
+    if lock.word.owner is not None and k.machine.tracing:
+        k.machine.emit("lock-spin", lock.name)  # held elsewhere: this CPU spins until "lock"
     cpu.spin_acquire(lock.word, lock.name, site)
     lock.holder = cpu
     lock.acquired_at = site

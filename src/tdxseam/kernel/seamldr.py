@@ -186,6 +186,11 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
         kcsan_access(k, "update_ctrl", "num_ack", write=True)
         ctrl.num_ack = num_ack
         ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
+        if k.machine.tracing:
+            state = ModuleUpdateState(min(ctrl.state, ModuleUpdateState.MODULE_UPDATE_DONE)).name
+            k.machine.emit("update-ack", f"{state} {ctrl.num_ack}/{ctrl.num_cpus} ret={result}",
+                           {"state": state, "acked": ctrl.num_ack, "failed": ctrl.num_failed,
+                            "cpus": ctrl.num_cpus, "ret": result})
         if ctrl.num_ack == ctrl.num_cpus and ctrl.num_failed == 0:
             kcsan_access(k, "update_ctrl", "num_ack", write=True)
             ctrl.num_ack = 0
@@ -246,6 +251,8 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
         kcsan_access(k, "update_ctrl", "num_failed", write=False, marked=True)  # READ_ONCE
         if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
+            if k.machine.tracing:
+                k.machine.emit("update-leave", f"ret={ret}")
             return ret
 
 

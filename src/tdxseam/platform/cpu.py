@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tdxseam.formats.leaves import leaf_name
+from tdxseam.formats.status import status_name
 from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site
 
 if TYPE_CHECKING:
@@ -44,6 +46,10 @@ class Regs:
     def copy(self) -> Regs:
         return Regs(self.rax, self.rcx, self.rdx, self.r8, self.r9, self.r10, self.r11, self.r12,
                     self.r13, self.r14, self.r15)
+
+    def nonzero(self) -> dict[str, str]:
+        """The registers that hold something, as hex strings (for traces)."""
+        return {f.name: f"0x{v:x}" for f in fields(self) if (v := getattr(self, f.name))}
 
 
 class SeamcallEnd(Enum):
@@ -155,6 +161,10 @@ class Cpu:
     def seamcall(self, regs: Regs) -> SeamcallEnd:
         """Execute SEAMCALL with `regs`; entry and exit are preemption points."""
         sched = self.machine.sched
+        traced = sched.trace.enabled
+        if traced:
+            leaf = leaf_name(regs.rax)
+            self.machine.emit("seamcall", leaf, {"leaf": leaf, "in": regs.nonzero()})
         sched.preempt()
         self.seamcalls += 1
         if not self.vmx_on:
@@ -168,6 +178,10 @@ class Cpu:
         sched.preempt()
         if self.pending_nmis:
             self.machine.irq.deliver_nmi(self)
+        if traced:
+            st = status_name(regs.rax) if end is SeamcallEnd.SEAMRET else end.value
+            self.machine.emit("seamret", f"{leaf} {st}",
+                              {"leaf": leaf, "end": end.value, "status": st, "out": regs.nonzero()})
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
         return end

@@ -49,7 +49,12 @@ class Machine:
             raise RuntimeError("no simulated CPU is running")
         return t.cpu
 
-    def emit(self, kind: str, detail: str = "") -> None:
+    def emit(self, kind: str, detail: str = "", args: dict | None = None) -> None:
         """Record a trace event for the CPU now running (or the machine, as cpu -1)."""
         t = self.sched.current
-        self.sched.trace.emit(self.sched.steps, t.cpu.id if t else -1, kind, detail)
+        self.sched.trace.emit(self.sched.steps, t.cpu.id if t else -1, kind, detail, args)
+
+    @property
+    def tracing(self) -> bool:
+        """Is the run traced? Checked before building an event's text or args."""
+        return self.sched.trace.enabled

@@ -1,20 +1,28 @@
-"""Many seeds, in parallel processes: how many runs, how many violations, which seeds fail.
+"""Many seeds, in parallel processes or on a Ray cluster: how many runs, how many violations, which seeds fail.
 
-Seeds are cut into chunks; each chunk runs in a worker process (`ProcessPoolExecutor` with the
-"spawn" start method, so workers share nothing with the parent and the module is importable from a
-fresh interpreter) and sends back one small line per failing seed. The result does not depend on
-the number of workers or their timing: every seed's run is a function of the seed alone, and
-failing seeds are reported sorted. With `stop_at_first`, chunks are handed out in seed order and
-the campaign stops once the lowest failing seed is known, which is how the mutation tests measure
-"seeds it took".
+Seeds are cut into batches; each batch runs in a worker (a process of a `ProcessPoolExecutor`
+with the "spawn" start method, so workers share nothing with the parent and the module is
+importable from a fresh interpreter; or a Ray task) and sends back one small record per seed
+(`run_chunk`). The result does not depend on the backend, the number of workers or their timing:
+every seed's run is a function of the seed alone, records are merged in any order and failing
+seeds are reported sorted. `seeds_digest` sums a hash of every seed's record (its interleaving,
+violation count and kinds), so two campaigns over the same seeds agree seed by seed exactly when
+their digests match, and a seed lost or counted twice changes it. With `stop_at_first`, batches
+are handed out in seed order and the campaign stops once the lowest failing seed is known, which
+is how the mutation tests measure "seeds it took".
 
-For campaigns larger than one machine, `backend="ray"` sends the chunks to a Ray cluster
-(`ray.init(address=...)`, default a local one) when the `ray` package is importable (extra
-`tdxseam[ray]`); it is never imported otherwise.
+`backend="ray"` runs the batches as Ray tasks, on the cluster at `ray_address` or on a local Ray
+instance started for the campaign (`ray` package, extra `tdxseam[ray]`, imported only then).
+Batches are sized for the cluster's CPUs and handed out a window at a time, so results stream
+back while later batches are still queued. A batch whose worker died (process killed, node lost)
+is sent again, up to `RAY_RESUBMITS` times, and counted in `retried`: no seed is lost, and
+none is counted twice (a batch's records are taken once, from the one attempt that finished).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +30,33 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
-CHUNK = 25
+from tdxseam.sim.progress import CampaignStatus
+
+CHUNK = 25  # seeds per batch for worker processes (at most)
+RAY_CHUNK = 100  # seeds per Ray task (at most): a task costs a few ms, a seed about as much
+RAY_RESUBMITS = 3  # times a batch is sent again after its worker died, before the campaign gives up
+_DIGEST_MOD = 1 << 64
+
+
+class CampaignError(RuntimeError):
+    """The campaign could not run every seed (a batch kept losing its worker, Ray unreachable)."""
+
+
+class RayUnreachable(CampaignError):
+    """No Ray cluster answers at the address given, or no local instance could start."""
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (Ray itself retries for minutes, printing)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", a ray:// client address, ...: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RayUnreachable(f"no Ray cluster at {address}: {e.strerror or e}") from None
 
 
 @dataclass
@@ -52,6 +86,9 @@ class CampaignResult:
     backend: str = "process"
     steps: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    seeds_digest: str = ""
+    retried: int = 0  # batches sent again after their worker died (Ray)
+    records: dict[int, dict] | None = None  # every seed's record, when asked for (keep_records)
     kernel: str = "merged"
     coverage: dict[str, int] = field(default_factory=dict)  # outcome -> count (sim/coverage.py)
 
@@ -84,33 +121,45 @@ class CampaignResult:
             "jobs": self.jobs, "backend": self.backend, "steps": self.steps,
             "runs_per_second": round(self.runs / self.seconds, 1) if self.seconds else None,
             "seeds_to_catch": self.seeds_to_catch, "violation_kinds": dict(sorted(self.kinds.items())),
+            "seeds_digest": self.seeds_digest, "retried_batches": self.retried,
             "kernel": self.kernel, "coverage": dict(sorted(self.coverage.items())),
             "missing_sometimes": self.missing_sometimes,
         }
 
 
 def run_chunk(seeds: list[int], cpus: int | None, mutations: tuple[str, ...],
-              schedule: str, kernel: str = "merged") -> tuple[int, int, list[tuple], dict[str, int], dict[str, int]]:
-    """Worker: run `seeds`; (runs, steps, failures as tuples, violation kinds, coverage)."""
+              schedule: str, kernel: str = "merged") -> list[dict]:
+    """Worker: run `seeds`; one record per seed.
+
+    A record is a plain dict, so a new field is one more key: `seed`, `steps`, `schedule` (the
+    interleaving's digest), `violations` (count), `kinds` ({kind: count}), `coverage`
+    ({outcome: count}, sim/coverage.py) and, for a failing seed, `failure` ([first kind, its
+    message, the replay command]).
+    """
     from tdxseam.sim.coverage import run_coverage
     from tdxseam.sim.runner import replay_command, run_seed
 
-    failures = []
-    kinds: dict[str, int] = {}
-    coverage: dict[str, int] = {}
-    steps = 0
+    out = []
     for s in seeds:
         r = run_seed(s, cpus=cpus, mutations=mutations, schedule=schedule, kernel=kernel)
-        steps += r.steps
-        for name, c in run_coverage(r).items():
-            coverage[name] = coverage.get(name, 0) + c
+        rec: dict = {"seed": s, "steps": r.steps, "schedule": r.schedule_digest,
+                     "violations": len(r.violations), "kinds": {}, "coverage": dict(run_coverage(r))}
+        for x in r.violations:
+            rec["kinds"][x.kind] = rec["kinds"].get(x.kind, 0) + 1
         if r.violations:
             v = r.violations[0]
-            for x in r.violations:
-                kinds[x.kind] = kinds.get(x.kind, 0) + 1
-            failures.append((s, len(r.violations), v.kind, v.message,
-                             replay_command(s, cpus=cpus, mutations=mutations, schedule=schedule, kernel=kernel)))
-    return len(seeds), steps, failures, kinds, coverage
+            rec["failure"] = [v.kind, v.message,
+                              replay_command(s, cpus=cpus, mutations=mutations, schedule=schedule,
+                                             kernel=kernel)]
+        out.append(rec)
+    return out
+
+
+def record_hash(rec: dict) -> int:
+    """A seed's contribution to `seeds_digest`: what must be equal for two runs of it to agree."""
+    key = (f"{rec['seed']}:{rec['schedule']}:{rec['violations']}:{sorted(rec['kinds'].items())}:"
+           f"{sorted(rec['coverage'].items())}")
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
 
 
 def _chunks(first: int, runs: int, size: int) -> Iterator[list[int]]:
@@ -118,88 +167,129 @@ def _chunks(first: int, runs: int, size: int) -> Iterator[list[int]]:
         yield list(range(start, min(first + runs, start + size)))
 
 
+class _Tally:
+    """The campaign's running totals, fed one batch of records at a time."""
+
+    def __init__(self, total: int, keep_records: bool,
+                 progress: Callable[[CampaignStatus], None] | None) -> None:
+        self.total = total
+        self.t0 = time.perf_counter()
+        self.t_run = self.t0  # when seeds began to run (after a Ray instance came up): for rates
+        self.runs = 0
+        self.steps = 0
+        self.violations = 0
+        self.failing: list[SeedFailure] = []
+        self.kinds: dict[str, int] = {}
+        self.coverage: dict[str, int] = {}
+        self.digest = 0
+        self.retried = 0
+        self.ran: set[int] = set()  # seeds whose records are in (each taken once)
+        self.records: dict[int, dict] | None = {} if keep_records else None
+        self.progress = progress
+
+    def absorb(self, records: list[dict]) -> None:
+        for rec in records:
+            s = rec["seed"]
+            if s in self.ran:
+                raise CampaignError(f"seed {s} reported twice")  # a bug in the backend, never data
+            self.ran.add(s)
+            self.runs += 1
+            self.steps += rec["steps"]
+            self.violations += rec["violations"]
+            self.digest = (self.digest + record_hash(rec)) % _DIGEST_MOD
+            for name, c in rec["kinds"].items():
+                self.kinds[name] = self.kinds.get(name, 0) + c
+            for name, c in rec["coverage"].items():
+                self.coverage[name] = self.coverage.get(name, 0) + c
+            if "failure" in rec:
+                kind, message, replay = rec["failure"]
+                self.failing.append(SeedFailure(s, rec["violations"], kind, message, replay))
+            if self.records is not None:
+                self.records[s] = rec
+        if self.progress is not None:
+            self.progress(self.status())
+
+    def status(self) -> CampaignStatus:
+        return CampaignStatus(self.runs, self.total, self.violations, len(self.failing),
+                              time.perf_counter() - self.t_run, self.retried)
+
+
 def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int | None = None,
                  mutations: tuple[str, ...] = (), schedule: str = "random", stop_at_first: bool = False,
-                 backend: str = "process", chunk: int = CHUNK, ray_address: str | None = None,
-                 progress: Callable[[int, int], None] | None = None, kernel: str = "merged") -> CampaignResult:
-    """Run seeds seed .. seed+runs-1; see the module docstring."""
+                 backend: str = "process", chunk: int | None = None, ray_address: str | None = None,
+                 progress: Callable[[CampaignStatus], None] | None = None,
+                 keep_records: bool = False, kernel: str = "merged") -> CampaignResult:
+    """Run seeds seed .. seed+runs-1; see the module docstring.
+
+    `jobs`: worker processes, or the CPUs of the local Ray instance (default: every CPU; on a
+    cluster, the cluster's). `progress` is called after every batch.
+    """
     if runs < 0:
         raise ValueError("runs must not be negative")
-    mutations = tuple(sorted(mutations))
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    t0 = time.perf_counter()
-    done_runs = 0
-    steps = 0
-    failing: list[SeedFailure] = []
-    kinds: dict[str, int] = {}
-    coverage: dict[str, int] = {}
-    total_violations = 0
-    # small chunks keep every worker busy to the end (and make stop_at_first stop early)
-    chunk = max(1, min(chunk, runs // (jobs * 4) or 1, 10 if stop_at_first else chunk))
-
-    def absorb(res: tuple) -> None:
-        nonlocal done_runs, steps, total_violations
-        n, st, fails, k = res[:4]
-        for name, c in (res[4] if len(res) > 4 else {}).items():
-            coverage[name] = coverage.get(name, 0) + c
-        done_runs += n
-        steps += st
-        for f in fails:
-            failing.append(SeedFailure(*f))
-            total_violations += f[1]
-        for name, c in k.items():
-            kinds[name] = kinds.get(name, 0) + c
-        if progress is not None:
-            progress(done_runs, runs)
-
-    chunks = list(_chunks(seed, runs, chunk))
-    if backend == "ray":
-        _run_ray(chunks, cpus, mutations, schedule, stop_at_first, absorb, ray_address, kernel)
-    elif backend != "process":
+    if backend not in ("process", "ray"):
         raise ValueError(f"unknown backend {backend!r} (process or ray)")
-    elif jobs == 1 or len(chunks) <= 1:
-        for c in chunks:
-            absorb(run_chunk(c, cpus, mutations, schedule, kernel))
-            if stop_at_first and failing:
-                break
+    mutations = tuple(sorted(mutations))
+    tally = _Tally(runs, keep_records, progress)
+    args = (cpus, mutations, schedule, kernel)
+    if backend == "ray":
+        jobs = _run_ray(tally, seed, runs, args, stop_at_first, jobs, ray_address, chunk)
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            pending = {}
-            it = iter(chunks)
-            ran: set[int] = set()
-
-            def submit() -> bool:
-                c = next(it, None)
-                if c is None:
-                    return False
-                pending[pool.submit(run_chunk, c, cpus, mutations, schedule, kernel)] = c
-                return True
-
-            for _ in range(jobs * 2):
-                if not submit():
-                    break
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    ran.update(pending.pop(fut))
-                    absorb(fut.result())
-                if stop_at_first and _lowest_settled(failing, ran, seed):
-                    for fut in pending:
-                        fut.cancel()
-                    break
-                while len(pending) < jobs * 2 and submit():
-                    pass
-    failing.sort(key=lambda f: f.seed)
+        jobs = max(1, jobs or os.cpu_count() or 1)
+        _run_processes(tally, seed, runs, args, stop_at_first, jobs, chunk or CHUNK)
+    failing = sorted(tally.failing, key=lambda f: f.seed)
+    total_violations = tally.violations
     if stop_at_first and failing:
-        low = failing[0].seed
-        failing = [f for f in failing if f.seed == low]
+        failing = failing[:1]
         total_violations = failing[0].violations
+    records = None if tally.records is None else dict(sorted(tally.records.items()))
     return CampaignResult(
-        runs=done_runs, violations=total_violations, failing=failing,
-        seconds=time.perf_counter() - t0, first_seed=seed, mutations=mutations, cpus=cpus,
-        schedule=schedule, jobs=jobs, backend=backend, steps=steps, kinds=kinds, kernel=kernel,
-        coverage=coverage,
+        runs=tally.runs, violations=total_violations, failing=failing,
+        seconds=time.perf_counter() - tally.t0, first_seed=seed, mutations=mutations, cpus=cpus,
+        schedule=schedule, jobs=jobs, backend=backend, steps=tally.steps, kinds=tally.kinds,
+        seeds_digest=f"{tally.digest:016x}", retried=tally.retried, records=records,
+        kernel=kernel, coverage=tally.coverage,
     )
+
+
+def _batch_size(runs: int, workers: int, cap: int, stop_at_first: bool) -> int:
+    """Small enough that every worker stays busy to the end (and stop_at_first stops early)."""
+    return max(1, min(cap, runs // (workers * 4) or 1, 10 if stop_at_first else cap))
+
+
+def _run_processes(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: bool,
+                   jobs: int, cap: int) -> None:
+    chunks = list(_chunks(first, runs, _batch_size(runs, jobs, cap, stop_at_first)))
+    if jobs == 1 or len(chunks) <= 1:
+        for c in chunks:
+            tally.absorb(run_chunk(c, *args))
+            if stop_at_first and tally.failing:
+                break
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        pending = {}
+        it = iter(chunks)
+
+        def submit() -> bool:
+            c = next(it, None)
+            if c is None:
+                return False
+            pending[pool.submit(run_chunk, c, *args)] = c
+            return True
+
+        for _ in range(jobs * 2):
+            if not submit():
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                pending.pop(fut)
+                tally.absorb(fut.result())
+            if stop_at_first and _lowest_settled(tally.failing, tally.ran, first):
+                for fut in pending:
+                    fut.cancel()
+                break
+            while len(pending) < jobs * 2 and submit():
+                pass
 
 
 def ray_available() -> bool:
@@ -211,33 +301,75 @@ def ray_available() -> bool:
         return False
 
 
-def _run_ray(chunks: list[list[int]], cpus: int | None, mutations: tuple[str, ...], schedule: str,
-             stop_at_first: bool, absorb: Callable, address: str | None, kernel: str = "merged") -> None:
+def _run_ray(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: bool,
+             jobs: int | None, address: str | None, cap: int | None) -> int:
+    """Run the batches as Ray tasks; returns the CPUs the cluster offered."""
     if not ray_available():
-        raise RuntimeError("the ray backend needs the 'ray' package (pip install 'tdxseam[ray]')")
+        raise CampaignError("the ray backend needs the 'ray' package (pip install 'tdxseam[ray]')")
     import ray  # noqa: PLC0415  (optional dependency)
+    from ray.exceptions import RayError, RayTaskError
 
+    started = False
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(run_chunk)
-    pending = {remote.remote(c, cpus, mutations, schedule, kernel): c for c in chunks}
-    ran: set[int] = set()
-    failing: list = []
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if address:
+            _probe(address)
+        try:
+            if address:
+                ray.init(address=address, **quiet)
+            else:  # "local": a new instance even when another cluster runs on this machine
+                ray.init(address="local", num_cpus=jobs, include_dashboard=False, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise RayUnreachable(f"cannot start or reach {where}: {e}") from None
+        started = True
+    tally.t_run = time.perf_counter()
+    try:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = _batch_size(runs, workers, cap or RAY_CHUNK, stop_at_first)
+        chunks = list(_chunks(first, runs, size))
+        # max_retries=0: a batch whose worker dies comes back as an error here, and is sent again
+        # by us, so the campaign knows (and says) how many batches it retried
+        remote = ray.remote(max_retries=0)(run_chunk)
+        window = 2 * workers
+        todo = iter(chunks)
+        pending: dict = {}  # ObjectRef -> (batch, attempts so far)
 
-    def take(res: tuple) -> None:
-        failing.extend(SeedFailure(*f) for f in res[2])
-        absorb(res)
+        def submit(c: list[int], attempt: int) -> None:
+            pending[remote.remote(c, *args)] = (c, attempt)
 
-    refs = list(pending)
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
-        for r in ready:
-            ran.update(pending[r])
-            take(ray.get(r))
-        if stop_at_first and _lowest_settled(failing, ran, min(min(c) for c in chunks)):
-            for r in refs:
-                ray.cancel(r)
-            break
+        for c in todo:
+            submit(c, 0)
+            if len(pending) >= window:
+                break
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                c, attempt = pending.pop(ref)
+                try:
+                    records = ray.get(ref)
+                except RayTaskError as e:  # our code raised in the worker: a bug, not a lost worker
+                    raise e.as_instanceof_cause() from None
+                except RayError as e:  # the worker or its node died: send the batch again
+                    if attempt >= RAY_RESUBMITS:
+                        raise CampaignError(f"seeds {c[0]}..{c[-1]}: worker lost {attempt + 1} times "
+                                            f"({type(e).__name__})") from None
+                    tally.retried += 1
+                    submit(c, attempt + 1)
+                    continue
+                tally.absorb(records)
+            if stop_at_first and _lowest_settled(tally.failing, tally.ran, first):
+                for ref in pending:
+                    ray.cancel(ref)
+                break
+            for c in todo:
+                submit(c, 0)
+                if len(pending) >= window:
+                    break
+        return workers
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _lowest_settled(failing: list[SeedFailure], ran: set[int], first: int) -> bool:
