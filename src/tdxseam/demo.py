@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tdxseam.formats.image import ImageFormat, detect, extract, v1_to_v2
+from tdxseam.formats.files import FileError, read_file
+from tdxseam.formats.image import MODULE_FILE_MAX_SIZE, ImageFormat, detect, extract, v1_to_v2
 from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import EmulatedHost
@@ -81,9 +82,9 @@ def choose_module(spec: str | ModuleVersion, catalog: Path | None) -> ModuleChoi
                                   or Path(spec).is_file()):
         p = Path(spec)
         try:
-            data = p.read_bytes()
-        except OSError as e:
-            raise DemoError(f"{p}: {e.strerror or e}") from None
+            data = read_file(p, MODULE_FILE_MAX_SIZE, "a TDX module file")
+        except FileError as e:
+            raise DemoError(str(e)) from None
         return _load_image(data, str(p))
     try:
         v = spec if isinstance(spec, ModuleVersion) else ModuleVersion.parse(spec)
@@ -91,9 +92,13 @@ def choose_module(spec: str | ModuleVersion, catalog: Path | None) -> ModuleChoi
         raise DemoError(f"{spec!r}: not a version (major.minor.update) nor an image file") from e
     if catalog is not None:
         blob = catalog / "joined_files" / f"{v.major}.{v.minor}" / f"tdx_module_{v}.blob"
-        if not blob.is_file():
-            raise DemoError(f"release {v} is not in the catalog {catalog}")
-        return _load_image(blob.read_bytes(), f"Intel release {v} ({blob.name})")
+        try:
+            data = read_file(blob, MODULE_FILE_MAX_SIZE, "a TDX module file")
+        except FileError as e:
+            if e.code == "missing":
+                raise DemoError(f"release {v} is not in the catalog {catalog}") from None
+            raise DemoError(str(e)) from None
+        return _load_image(data, f"Intel release {v} ({blob.name})")
     from tdxseam.formats.testsign import make_image
 
     style = "2.0" if (v.major, v.minor) >= (2, 0) else "1.5"

@@ -37,17 +37,27 @@ def _boot_module(spec: str):
     from tdxseam.formats.releases import RELEASES_BY_VERSION
     from tdxseam.host import DeclaredModule
 
-    path = Path(spec)
-    if path.exists() or "/" in spec or spec.endswith((".blob", ".bin", ".img", ".so")):
+    from tdxseam.formats.files import FileError, read_file
+    from tdxseam.formats.image import MODULE_FILE_MAX_SIZE
+
+    def read(p: Path) -> bytes:
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise exits.CliError(f"--module {spec}: {e.strerror or e}", exits.BAD_INPUT) from None
+            return read_file(p, MODULE_FILE_MAX_SIZE, "a TDX module file")
+        except FileError as e:
+            raise exits.CliError(f"--module {e}", exits.BAD_INPUT) from None
+
+    if not spec.strip():
+        raise exits.CliError("--module: empty; give a version or a module file", exits.USAGE)
+    path = Path(spec)
+    if os.path.lexists(path) or "/" in spec or spec.endswith((".blob", ".bin", ".img", ".so")):
+        data = read(path)
+        if not data:
+            raise exits.CliError(f"--module {spec}: the file is empty", exits.BAD_INPUT)
         sig = path.with_name(path.name + ".sigstruct")
         if not sig.exists() and path.suffix == ".so":
             sig = path.with_suffix(".sigstruct")
         if data[:4] == b"\x7fELF" and sig.exists():
-            return (sig.read_bytes(), data)
+            return (read(sig), data)
         return data
     version = _parse_version(spec, "--module")
     rel = RELEASES_BY_VERSION.get(version)
@@ -126,13 +136,13 @@ def emulate(
             cpuid_1_eax = int(cpuid, 0)
         except ValueError:
             raise exits.CliError(f"--cpuid {cpuid!r} is not a number", exits.USAGE) from None
+    sv = _parse_version(seamldr, "--seamldr")
+    boot_module = _boot_module(module)  # bad arguments and files are named before FUSE is asked
     from tdxseam.sysfs.fuse import FuseMount, fuse_unavailable_reason, serve_until_signal
 
     reason = fuse_unavailable_reason()
     if reason:
         raise exits.CliError(f"cannot mount: {reason}")
-    sv = _parse_version(seamldr, "--seamldr")
-    boot_module = _boot_module(module)
     from dataclasses import replace
 
     from tdxseam.host import BootError

@@ -80,10 +80,13 @@ def sim_run(
     from tdxseam.sim.scenario import Scenario, generate
 
     if scenario is not None:
+        from tdxseam.formats.files import FileError, read_file
+        from tdxseam.sim.scenario import SCENARIO_MAX_SIZE
+
         try:
-            sc = Scenario.loads(scenario.read_text())
-        except OSError as e:
-            raise exits.CliError(f"{scenario}: {e.strerror or e}", exits.BAD_INPUT) from None
+            sc = Scenario.loads(read_file(scenario, SCENARIO_MAX_SIZE, "a scenario file"))
+        except FileError as e:
+            raise exits.CliError(str(e), exits.BAD_INPUT) from None
         except (ValueError, TypeError, KeyError) as e:
             raise exits.CliError(f"{scenario}: not a scenario: {e}", exits.BAD_INPUT) from None
         again = f"tdxseam sim run --scenario {scenario}" + "".join(f" --mutate {m}" for m in muts) + (
@@ -123,7 +126,15 @@ def sim_replay(
             f"{s.original.size()} -> {s.scenario.size()} ({s.runs} runs), still fails with {s.kind}: "
             + s.scenario.dumps())
         if shrink_out is not None:
-            shrink_out.write_text(json.dumps(s.scenario.to_json(), indent=2, sort_keys=True) + "\n")
+            from tdxseam.formats.files import FileError, OutputRefused, write_file
+
+            try:
+                write_file(shrink_out, (json.dumps(s.scenario.to_json(), indent=2, sort_keys=True) + "\n").encode(),
+                           replace=True)
+            except OutputRefused as e:
+                raise exits.CliError(f"--shrink-out {e}", exits.USAGE) from None
+            except FileError as e:
+                raise exits.CliError(f"--shrink-out {e}", exits.BAD_INPUT) from None
             extra["shrunk_run"] = f"tdxseam sim run --scenario {shrink_out}" + "".join(
                 f" --mutate {m}" for m in muts)
     _print_result(r, as_json, trace=trace, extra=extra)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tdxseam.formats.errors import MappingError, VersionError
+from tdxseam.formats.files import FileError, read_file
 from tdxseam.formats.version import ModuleVersion
 
 SCHEMA_VERSION = "1.0"
@@ -24,6 +25,8 @@ _OPTIONAL = ("tdx_feature0", "strict_compat_versions")
 _HEADER_KEYS = ("Copyright", "Info", "Version")
 _TOP_KEYS = ("Header", "tdx_module_releases")
 _HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+")
+# Intel's file is ~3 KB for nine releases; a thousand times that is not a mapping file.
+MAPPING_FILE_MAX_SIZE = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -183,9 +186,10 @@ def parse_mapping(data: str | bytes | dict, *, source: str = "mapping_file.json"
 
 
 def load_mapping(path: str | Path) -> MappingFile:
+    """Read (formats.files: a regular file, bounded) and parse; FileError or MappingError."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise MappingError(str(path), f"cannot read ({exc.strerror})", code="io") from None
+        data = read_file(path, MAPPING_FILE_MAX_SIZE, "a mapping file")
+    except FileError as exc:
+        raise MappingError(str(path), exc.detail, code="io") from None
     return parse_mapping(data, source=path.name)
