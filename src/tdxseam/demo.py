@@ -17,6 +17,7 @@ from pathlib import Path
 from tdxseam.formats.files import FileError, read_file
 from tdxseam.formats.image import MODULE_FILE_MAX_SIZE, ImageFormat, detect, extract, v1_to_v2
 from tdxseam.formats.sigstruct import Sigstruct
+from tdxseam.formats.status import status_text
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import EmulatedHost
 from tdxseam.kernel.firmware_upload import FwUploadProg
@@ -245,7 +246,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
         if result.version_after is None:
             result.error += "; the module is unusable (version reads fail with ENXIO), TDs lost: reboot needed"
         if failures:
-            result.status = f"0x{failures[-1][1]:016x}"
+            result.status = status_text(failures[-1][1])
     else:
         result.ok = (result.version_after is not None and result.tds_preserved == len(snap_before)
                      and result.td_runs_after == tds_built)

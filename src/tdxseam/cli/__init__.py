@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from tdxseam.cli import exits
+from tdxseam.cli import exits, output
 
 app = typer.Typer(
     name="tdxseam",
@@ -29,12 +29,33 @@ from tdxseam.cli import cmd_tool  # noqa: E402,F401
 from tdxseam.cli import cmd_sim  # noqa: E402,F401
 
 
+_json_mode = False
+
+
 def _error(message: str, code: int) -> None:
+    """The one error line on stderr; with --json also the one JSON document on stdout."""
+    if _json_mode:
+        output.json_error(message, code)
     print(f"tdxseam: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    global _json_mode
+    args = list(sys.argv[1:] if argv is None else argv)
+    _json_mode = output.wants_json(args)
+    saved = output.install()  # every string printed from here on is escaped
+    try:
+        _main(args)
+    finally:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a reader that left: nothing more to say to it
+            pass
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: list[str]) -> None:
     from typer._click import exceptions as click_exc
 
     try:

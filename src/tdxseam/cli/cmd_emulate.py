@@ -8,6 +8,7 @@ TDX host. SIGINT or SIGTERM unmounts; an update in flight first runs to its end.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -210,22 +211,26 @@ def emulate(
     tds_at_boot = emu.on_machine(lambda: td_snapshot(emu.host.fw))
 
     def state() -> dict:
-        def read(path: str) -> str | None:
+        """The host's state, one JSON type per key: a value or null, and `<key>_error` beside it
+        (null when the read worked)."""
+        out: dict = {"mount": mountpoint, "cpus": cpus}
+
+        def read(key: str, path: str, conv=str) -> None:  # noqa: ANN001
             try:
-                return tree.read_text(path).strip()
+                text = tree.read_text(path).strip()
+                out[key], out[f"{key}_error"] = conv(text), None
             except OSError as e:
-                return f"error: {os.strerror(e.errno)}" if e.errno else "error"
+                name = errno.errorcode.get(e.errno or 0, "EIO")
+                out[key], out[f"{key}_error"] = None, f"{name}: {os.strerror(e.errno or errno.EIO)}"
+            except ValueError:
+                out[key], out[f"{key}_error"] = None, f"not a number: {text!r}"
 
         fw = emu.on_machine(lambda: tree.fw)
-        out = {
-            "mount": mountpoint,
-            "cpus": cpus,
-            "module_version": read(f"{TDX_HOST}/version"),
-            "runtime_update": fw is not None,
-        }
+        read("module_version", f"{TDX_HOST}/version")
+        out["runtime_update"] = fw is not None
         if fw is not None:
-            out["seamldr_version"] = read(f"{TDX_HOST}/seamldr_version")
-            out["num_remaining_updates"] = read(f"{TDX_HOST}/num_remaining_updates")
+            read("seamldr_version", f"{TDX_HOST}/seamldr_version")
+            read("num_remaining_updates", f"{TDX_HOST}/num_remaining_updates", int)
             hist = emu.on_machine(lambda: list(fw.history))
             out["uploads"] = len(hist)
             if hist:
@@ -249,12 +254,15 @@ def emulate(
         else:
             print(text, flush=True)
 
+    def shown(s: dict, key: str) -> str:
+        return str(s[key]) if s[key] is not None else f"unreadable ({s[key + '_error']})"
+
     def ready() -> None:
         s = state()
-        parts = [f"{cpus} CPUs", f"TDX module {s['module_version']}", f"{s['tds']} TDs"]
+        parts = [f"{cpus} CPUs", f"TDX module {shown(s, 'module_version')}", f"{s['tds']} TDs"]
         if s["runtime_update"]:
-            parts.append(f"P-SEAMLDR {s['seamldr_version']}")
-            parts.append(f"{s['num_remaining_updates']} updates left")
+            parts.append(f"P-SEAMLDR {shown(s, 'seamldr_version')}")
+            parts.append(f"{shown(s, 'num_remaining_updates')} updates left")
         else:
             parts.append("no runtime update (interface hidden)")
         say("ready", f"tdxseam: emulated TDX host ({', '.join(parts)}) mounted at {mountpoint}; "
@@ -279,7 +287,7 @@ def emulate(
     last = f", last upload {s['last_upload']}" if "last_upload" in s else ""
     ran = " (the update in flight ran to its end first)" if in_flight else ""
     lost = f", TD problems: {'; '.join(s['td_problems'])}" if "td_problems" in s else ""
-    say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {s['module_version']}"
+    say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {shown(s, 'module_version')}"
                    f"{last}; {s['tds']} TDs{lost}",
         {"signal": _signame(signum), "update_in_flight": in_flight, **s})
     if s.get("model_errors"):

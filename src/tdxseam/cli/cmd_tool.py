@@ -246,9 +246,11 @@ class _ProgressPrinter:
             return
         self.last = key
         if self.tty:
-            print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+            from tdxseam.cli.output import escape, raw
+
+            print(f"\r\033[K{escape(text)}", end="", file=raw(sys.stderr), flush=True)
             if p.phase == "done":
-                print(file=sys.stderr)
+                print(file=raw(sys.stderr))
         else:
             print(text, file=sys.stderr)
 

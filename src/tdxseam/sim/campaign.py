@@ -34,7 +34,7 @@ class SeedFailure:
     replay: str
 
     def to_json(self) -> dict:
-        return {"seed": self.seed, "violations": self.violations, "kind": self.kind,
+        return {"seed": self.seed, "violation_count": self.violations, "kind": self.kind,
                 "message": self.message, "replay": self.replay}
 
 
@@ -64,7 +64,7 @@ class CampaignResult:
 
     def to_json(self) -> dict:
         return {
-            "runs": self.runs, "violations": self.violations, "failing_seeds": self.failing_seeds,
+            "runs": self.runs, "violation_count": self.violations, "failing_seeds": self.failing_seeds,
             "seconds": round(self.seconds, 3),
             "failing": [f.to_json() for f in self.failing], "first_seed": self.first_seed,
             "mutations": list(self.mutations), "cpus": self.cpus, "schedule": self.schedule,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_name
-from tdxseam.formats.status import TdxStatus
+from tdxseam.formats.status import TdxStatus, status_text
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.kernel.seamldr import ModuleUpdateState as S
 from tdxseam.platform.cpu import SeamcallEnd
@@ -117,7 +117,7 @@ class FaultHit:
         return True
 
     def describe(self) -> str:
-        st = self.status if isinstance(self.status, str) else f"0x{self.status:016x}"
+        st = self.status if isinstance(self.status, str) else status_text(self.status)
         return f"{leaf_name(self.leaf)} on cpu{self.cpu} -> {st}"
 
 

@@ -120,7 +120,7 @@ class Exploration:
 
     def to_json(self) -> dict:
         return {"schedules": self.schedules, "distinct_interleavings": self.distinct_interleavings,
-                "exhausted": self.exhausted, "violations": len(self.failing),
+                "exhausted": self.exhausted, "violation_count": len(self.failing),
                 "failing_schedules": [compact(p) for p, _ in self.failing[:10]],
                 "first_violations": self.failing[0][1] if self.failing else [],
                 "seconds": round(self.seconds, 3), "max_choice_points": self.max_choice_points}

@@ -248,7 +248,7 @@ class Catalog:
         return {
             "path": str(self.path),
             "mapping_version": self.mapping.header.version,
-            "releases": len(self.releases),
+            "release_count": len(self.releases),
             "warnings": self.warnings,
         }
 
