@@ -89,6 +89,15 @@ def tree_root_class():
         def read_all(self, rel: str) -> str:
             return self.tree.read_file(self._abs(rel), **self.kw).decode("utf-8", "replace")
 
+        def read_bytes(self, rel: str, limit: int) -> bytes:
+            out = b""
+            while len(out) < limit:
+                b = self.tree.read(self._abs(rel), len(out), min(4096, limit - len(out)), **self.kw)
+                if not b:
+                    break
+                out += b
+            return out
+
         def write_text(self, rel: str, text: str) -> None:
             fd = self.open_write(rel)
             try:

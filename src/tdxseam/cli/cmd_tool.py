@@ -279,6 +279,9 @@ def update(
     timeout: float = typer.Option(30.0, "--timeout", metavar="SECONDS", help="How long to wait for status idle."),
     history_file: str = typer.Option(None, "--history", metavar="PATH",
                                      help="History log (default $TDXSEAM_HISTORY or /var/lib/tdxseam/history.jsonl)."),
+    lock_file: str = typer.Option(None, "--lock", metavar="PATH",
+                                  help="Update lock, so two runs never interleave (default $TDXSEAM_LOCK or "
+                                       "/run/tdxseam/update.lock)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (needs --yes or --dry-run)."),
 ) -> None:
     """Install a TDX module update through sysfs.
@@ -296,6 +299,7 @@ def update(
     with _tool_errors():
         from tdxseam.tool.history import history_path
         from tdxseam.tool.hostinfo import SysfsRoot
+        from tdxseam.tool.lock import lock_path
         from tdxseam.tool.plan import PlanOptions
         from tdxseam.tool.update import UpdateOptions, run_update
 
@@ -303,7 +307,7 @@ def update(
         popts = PlanOptions(_verify_opts(trust_key, allow_debug), ignore_strict_compat)
         uopts = UpdateOptions(dry_run=dry_run, timeout=timeout, confirm=_confirm if interactive else None,
                               progress=None if as_json else _ProgressPrinter(),
-                              history=history_path(history_file))
+                              history=history_path(history_file), lock=lock_path(lock_file))
         res = run_update(SysfsRoot(sysfs_root), cat, target, popts, uopts)
     code = _UPDATE_CODE[res.outcome.value]
     if as_json:
