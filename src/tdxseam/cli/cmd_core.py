@@ -9,6 +9,9 @@ import typer
 from tdxseam.cli import app, exits
 
 
+MAX_CALLS = 1_000_000  # per CPU; 8 CPUs x 10**6 calls is minutes of emulation already
+
+
 def _check_cpus(cpus: int) -> None:
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
@@ -60,8 +63,7 @@ def stress(
 ) -> None:
     """Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports."""
     _check_cpus(cpus)
-    if calls < 0:
-        raise exits.CliError("--calls must not be negative", exits.USAGE)
+    exits.check_range("--calls", calls, 0, MAX_CALLS)
     from tdxseam.sim.stress import run_stress
 
     res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,

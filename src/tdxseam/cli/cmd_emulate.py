@@ -106,8 +106,7 @@ def emulate(
     user (the mount allows other users when permitted). A line on stdout says when the files are
     ready; the last line gives the final state (module version, last upload, TDs).
     """
-    if step_delay < 0:
-        raise exits.CliError("--step-delay must not be negative", exits.USAGE)
+    exits.check_seconds("--step-delay", step_delay, zero_ok=True, hi=60.0)
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
     if not 0 <= tds <= 63:

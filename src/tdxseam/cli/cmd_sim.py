@@ -29,6 +29,8 @@ sim_app = typer.Typer(
 )
 app.add_typer(sim_app, name="sim")
 
+MAX_RUNS = 10**12  # seeds are generated as they are run, so this bounds time, not memory
+MAX_JOBS = 1024
 _MUTATE_HELP = "Switch the host kernel to a planted bug (repeatable; see `tdxseam sim mutations`)."
 _CPUS_HELP = "Host size (1-4096); default: drawn from the seed (2-8)."
 _SCHED_HELP = "How the scheduler draws: random (seeded) or pct (priority change points)."
@@ -157,10 +159,9 @@ def sim_campaign(
 ) -> None:
     """Run many seeds in parallel; print the summary and every failing seed with its replay command."""
     muts = _check(cpus, mutate, schedule)
-    if runs < 0:
-        raise exits.CliError("--runs must not be negative", exits.USAGE)
-    if jobs is not None and jobs < 1:
-        raise exits.CliError("--jobs must be at least 1", exits.USAGE)
+    exits.check_range("--runs", runs, 0, MAX_RUNS)
+    if jobs is not None:
+        exits.check_range("--jobs", jobs, 1, MAX_JOBS)
     from tdxseam.sim.campaign import ray_available, run_campaign
 
     if ray and not ray_available():
@@ -207,6 +208,9 @@ def sim_explore(
     muts = _check(cpus, mutate, "random")
     if not 1 <= cpus <= 8:
         raise exits.CliError("explore is for small hosts: --cpus 1..8", exits.USAGE)
+    exits.check_range("--preemptions", preemptions, 0, 64)
+    exits.check_range("--depth", depth, 0, 1_000_000)
+    exits.check_range("--max-schedules", max_schedules, 1, 100_000_000)
     from tdxseam.seam.faults import FaultSpecError, parse_fault_spec
     from tdxseam.sim.scenario import tiny
     from tdxseam.sim.schedules import explore, parse_compact, run_schedule

@@ -290,8 +290,7 @@ def update(
     kernel takes. Exit codes: 0 updated (or dry run), 10 up to date, 11 refused, 12 blocked, 13 upload failed,
     14 module lost, 15 timeout, 16 version mismatch, 17 host unreadable, 18 declined.
     """
-    if timeout <= 0:
-        raise exits.CliError(f"--timeout must be positive, not {timeout:g}", exits.USAGE)
+    exits.check_seconds("--timeout", timeout)
     interactive = not dry_run and not yes
     if interactive and (as_json or not sys.stdin.isatty()):
         raise exits.CliError("confirm with --yes (or use --dry-run): "

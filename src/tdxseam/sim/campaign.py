@@ -32,6 +32,7 @@ class SeedFailure:
     kind: str
     message: str
     replay: str
+    kinds: dict[str, int] = field(default_factory=dict)  # this seed's violations by kind
 
     def to_json(self) -> dict:
         return {"seed": self.seed, "violation_count": self.violations, "kind": self.kind,
@@ -87,10 +88,12 @@ def run_chunk(seeds: list[int], cpus: int | None, mutations: tuple[str, ...],
         steps += r.steps
         if r.violations:
             v = r.violations[0]
+            mine: dict[str, int] = {}
             for x in r.violations:
                 kinds[x.kind] = kinds.get(x.kind, 0) + 1
+                mine[x.kind] = mine.get(x.kind, 0) + 1
             failures.append((s, len(r.violations), v.kind, v.message,
-                             replay_command(s, cpus=cpus, mutations=mutations, schedule=schedule)))
+                             replay_command(s, cpus=cpus, mutations=mutations, schedule=schedule), mine))
     return len(seeds), steps, failures, kinds
 
 
@@ -130,12 +133,12 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
         if progress is not None:
             progress(done_runs, runs)
 
-    chunks = list(_chunks(seed, runs, chunk))
+    chunks = _chunks(seed, runs, chunk)  # lazily: a campaign of 10**9 seeds never lists them
     if backend == "ray":
-        _run_ray(chunks, cpus, mutations, schedule, stop_at_first, absorb, ray_address)
+        _run_ray(chunks, cpus, mutations, schedule, stop_at_first, absorb, ray_address, seed, jobs)
     elif backend != "process":
         raise ValueError(f"unknown backend {backend!r} (process or ray)")
-    elif jobs == 1 or len(chunks) <= 1:
+    elif jobs == 1 or runs <= chunk:
         for c in chunks:
             absorb(run_chunk(c, cpus, mutations, schedule))
             if stop_at_first and failing:
@@ -169,9 +172,13 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
                     pass
     failing.sort(key=lambda f: f.seed)
     if stop_at_first and failing:
+        # the answer is seeds first..low: every count describes that range (seeds past it that ran
+        # in parallel are left out of runs, violations and kinds alike)
         low = failing[0].seed
         failing = [f for f in failing if f.seed == low]
         total_violations = failing[0].violations
+        kinds = dict(failing[0].kinds)
+        done_runs = low - seed + 1
     return CampaignResult(
         runs=done_runs, violations=total_violations, failing=failing,
         seconds=time.perf_counter() - t0, first_seed=seed, mutations=mutations, cpus=cpus,
@@ -188,8 +195,8 @@ def ray_available() -> bool:
         return False
 
 
-def _run_ray(chunks: list[list[int]], cpus: int | None, mutations: tuple[str, ...], schedule: str,
-             stop_at_first: bool, absorb: Callable, address: str | None) -> None:
+def _run_ray(chunks: Iterator[list[int]], cpus: int | None, mutations: tuple[str, ...], schedule: str,
+             stop_at_first: bool, absorb: Callable, address: str | None, first: int, jobs: int) -> None:
     if not ray_available():
         raise RuntimeError("the ray backend needs the 'ray' package (pip install 'tdxseam[ray]')")
     import ray  # noqa: PLC0415  (optional dependency)
@@ -197,7 +204,18 @@ def _run_ray(chunks: list[list[int]], cpus: int | None, mutations: tuple[str, ..
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(run_chunk)
-    pending = {remote.remote(c, cpus, mutations, schedule): c for c in chunks}
+    pending: dict = {}
+    in_flight = max(jobs, int(ray.cluster_resources().get("CPU", 1))) * 2
+
+    def submit() -> bool:  # a bounded number of chunks in flight, the rest not yet generated
+        c = next(chunks, None)
+        if c is None:
+            return False
+        pending[remote.remote(c, cpus, mutations, schedule)] = c
+        return True
+
+    while len(pending) < in_flight and submit():
+        pass
     ran: set[int] = set()
     failing: list = []
 
@@ -205,16 +223,17 @@ def _run_ray(chunks: list[list[int]], cpus: int | None, mutations: tuple[str, ..
         failing.extend(SeedFailure(*f) for f in res[2])
         absorb(res)
 
-    refs = list(pending)
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
         for r in ready:
-            ran.update(pending[r])
+            ran.update(pending.pop(r))
             take(ray.get(r))
-        if stop_at_first and _lowest_settled(failing, ran, min(min(c) for c in chunks)):
-            for r in refs:
+        if stop_at_first and _lowest_settled(failing, ran, first):
+            for r in pending:
                 ray.cancel(r)
             break
+        while len(pending) < in_flight and submit():
+            pass
 
 
 def _lowest_settled(failing: list[SeedFailure], ran: set[int], first: int) -> bool:
