@@ -52,7 +52,7 @@ def test_campaign_prints_failing_seeds_with_their_replay_command(capsys):
     code, out, _ = _run(capsys, "sim", "campaign", "--runs", "6", "--jobs", "1", "--cpus", "4",
                         "--mutate", "skip-lp-init")
     assert code == 1
-    assert "replay: tdxseam sim replay 1 --cpus 4 --mutate skip-lp-init" in out
+    assert "\n  tdxseam sim replay 1 --cpus 4 --mutate skip-lp-init  # [" in out
     assert "first caught after 2 seed(s)" in out
 
 

@@ -146,6 +146,7 @@ class DemoResult:
     seed: int = 0
     steps: int = 0
     wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # e.g. that Intel's files were not found
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -162,6 +163,10 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
              progress: Callable[[Progress], None] | None = None) -> DemoResult:
     cat = None if synthetic else find_intel_catalog(catalog)
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
+    notes = []
+    if cat is None and not synthetic:
+        notes.append(f"Intel's release files were not found (set ${INTEL_CATALOG_ENV} or pass --catalog DIR): "
+                     f"using synthetic modules signed with the test key, {default[0]} -> {default[1]}")
     src = choose_module(from_ or default[0], cat)
     dst = choose_module(to or default[1], cat)
     cpuid = platform_cpuid(src.sigstruct, dst.sigstruct)
@@ -188,7 +193,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         version_after=None, tds_before=tds_built, tds_preserved=0,
                         remaining_updates_before=remaining_before, remaining_updates_after=None,
                         error=None, status=None, from_module=src.label, to_module=dst.label,
-                        converted=dst.converted, seed=seed)
+                        converted=dst.converted, seed=seed, notes=notes)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
         return result

@@ -15,12 +15,31 @@ from tdxseam.cli import exits, output
 
 app = typer.Typer(
     name="tdxseam",
-    help="Reference model of the TDX P-SEAMLDR call path and runtime TDX module updates.",
+    help="Reference model of the TDX P-SEAMLDR call path and runtime TDX module updates.\n\n"
+         "Exit codes (each command lists its own): 0 success; 1 a failure found; 2 bad arguments; "
+         "3 an unreadable or malformed input file; 4 deadlock; 10-18 operator tool outcomes; "
+         "70 internal error (TDXSEAM_DEBUG=1 shows the traceback); 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tdxseam import __version__
+
+        print(f"tdxseam {__version__}")
+        raise typer.Exit(exits.OK)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print the version and exit.")) -> None:
+    """Options of `tdxseam` itself (the help text is the app's)."""
+
 
 from tdxseam.cli import cmd_core  # noqa: E402,F401  (registers commands on `app`)
 from tdxseam.cli import cmd_demo  # noqa: E402,F401

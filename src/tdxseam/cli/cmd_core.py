@@ -19,10 +19,15 @@ def _check_cpus(cpus: int) -> None:
 
 @app.command()
 def info(
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs of the emulated host (1-4096)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Boot the emulated host and print what the kernel reads from the P-SEAMLDR and the module."""
+    """Boot the emulated host; print what the kernel reads.
+
+    Boot the emulated host and print what the kernel reads from the P-SEAMLDR and the module.
+
+    Exit codes: 0 done; 1 the P-SEAMLDR call failed; 2 bad arguments.
+    """
     _check_cpus(cpus)
     from tdxseam.host import EmulatedHost
     from tdxseam.kernel.seamldr import seamldr_get_info
@@ -52,22 +57,32 @@ def info(
 
 @app.command()
 def stress(
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs (1-4096)."),
-    calls: int = typer.Option(100, "--calls", help="P-SEAMLDR calls per CPU."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs (1-4096)."),
+    calls: int = typer.Option(100, "--calls", metavar="M", help="P-SEAMLDR calls per CPU."),
     irq_calls: bool = typer.Option(False, "--irq-calls", help="Make some calls from interrupt handlers."),
-    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving; same seed, same output."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Fixes the interleaving; same seed, same output."),
     unserialized: bool = typer.Option(False, "--unserialized", help="Call the P-SEAMLDR without seamldr_lock."),
     no_irqsave: bool = typer.Option(False, "--no-irqsave", help="Take seamldr_lock with interrupts left on."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the summary."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports."""
+    """Hammer seamldr_call from every CPU; count what breaks.
+
+    Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports.
+
+    Exit codes: 0 done; 2 bad arguments; 4 the run ended in a deadlock.
+    """
     _check_cpus(cpus)
     exits.check_range("--calls", calls, 0, MAX_CALLS)
+    from tdxseam.cli.progress import Progress
     from tdxseam.sim.stress import run_stress
 
-    res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
-                           no_irqsave=no_irqsave, trace=trace)
+    bar = Progress("stress", "calls")
+    try:
+        res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
+                               no_irqsave=no_irqsave, trace=trace, progress=bar if bar.enabled else None)
+    finally:
+        bar.close()
     if as_json:
         print(json.dumps(res.to_json(), sort_keys=True))
     else:

@@ -12,21 +12,23 @@ from tdxseam.cli import app, exits
 
 @app.command()
 def demo(
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
-    tds: int = typer.Option(4, "--tds", help="TDs to build and run before the update."),
-    from_: str = typer.Option(None, "--from", help="Module the host boots with (version). Default: 1.5.06."),
-    to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
-    catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
-    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs of the emulated host (1-4096)."),
+    tds: int = typer.Option(4, "--tds", metavar="K", help="TDs to build and run before the update."),
+    from_: str = typer.Option(None, "--from", metavar="VERSION", help="Module the host boots with (version). Default: 1.5.06."),
+    to: str = typer.Option(None, "--to", metavar="VERSION|FILE", help="Module to install: a version, or a v1 blob / v2 image file."),
+    catalog: str = typer.Option(None, "--catalog", metavar="DIR", help="A directory laid out like Intel's binaries repository."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Fixes the interleaving of the emulated CPUs."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Use synthetic test-signed modules even when Intel's are at hand."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Boot a host running a module, start TDs, update the module in place, show what survived.
+    """Update a running host's module in place; show what survived.
 
     With no catalog, Intel's real releases are used when they sit beside the repository
     (../shared/fixtures/intel-tdx-module-binaries, or $TDXSEAM_INTEL_BINARIES): 1.5.06 -> 1.5.13.
     Otherwise synthetic modules signed with the test key: 1.5.06 -> 1.5.08.
+
+    Exit codes: 0 updated, TDs preserved; 1 the update failed; 2 bad arguments; 3 a module file is unreadable.
     """
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
@@ -71,6 +73,8 @@ def demo(
         print(json.dumps({k: out[k] for k in keys} | {"details": {k: v for k, v in out.items() if k not in keys}},
                          sort_keys=True))
     else:
+        for n in r.notes:
+            print(f"note: {n}")
         print(f"emulated host: {r.cpus} CPUs, seed {r.seed}")
         print(f"running module:   {r.version_before}  ({r.from_module})")
         print(f"update image:     {r.to_module}" + ("  [Intel v1 blob converted to a v2 image]" if r.converted else ""))

@@ -72,13 +72,13 @@ def _boot_module(spec: str):
 def emulate(
     mount: Path = typer.Option(..., "--mount", metavar="DIR",
                                help="Directory to serve the emulated host's / at (FUSE)."),
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs of the emulated host (1-4096)."),
     module: str = typer.Option("1.5.06", "--module", metavar="VERSION|FILE",
                                help="TDX module the firmware loads at boot: a version (synthetic, "
                                     "test-signed) or a v1 blob / v2 image / .so+.sigstruct file."),
     seamldr: str = typer.Option("1.5.00", "--seamldr", metavar="VERSION", help="P-SEAMLDR version."),
-    tds: int = typer.Option(0, "--tds", help="TDs to create and run before serving."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the emulated machine's scheduler and memory."),
+    tds: int = typer.Option(0, "--tds", metavar="K", help="TDs to create and run before serving."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seeds the emulated machine's scheduler and memory."),
     erratum: bool = typer.Option(False, "--erratum",
                                  help="CPUs with the SEAMRET-invalidates-VMCS erratum (the kernel then "
                                       "hides the update interface)."),
@@ -97,7 +97,7 @@ def emulate(
     as_json: bool = typer.Option(False, "--json", help="Print the ready and stopped lines as JSON."),
     debug: bool = typer.Option(False, "--fuse-debug", hidden=True),
 ) -> None:
-    """Serve an emulated TDX host's sysfs and /proc files at DIR until SIGINT or SIGTERM.
+    """Serve an emulated TDX host's /sys and /proc at DIR (FUSE).
 
     Start it in the background and use DIR as a TDX host's /: write 1 to
     DIR/sys/class/firmware/tdx_module/loading, the image to .../data, 0 to .../loading, poll
@@ -105,6 +105,8 @@ def emulate(
     DIR/sys/devices/faux/tdx_host/version. Modes, owners and errnos are the kernel's, for every
     user (the mount allows other users when permitted). A line on stdout says when the files are
     ready; the last line gives the final state (module version, last upload, TDs).
+
+    Exit codes: 0 stopped by SIGINT/SIGTERM; 1 cannot mount, the host did not boot, or the model reported errors; 2 bad arguments; 3 a --module file is unreadable.
     """
     exits.check_seconds("--step-delay", step_delay, zero_ok=True, hi=60.0)
     if not 1 <= cpus <= 4096:

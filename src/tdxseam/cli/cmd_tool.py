@@ -65,7 +65,9 @@ def verify(
     """Verify module files offline, naming every failure.
 
     Checks format, checksum, signature, signing key, SEAMHASH, debug bit, CPUID table, SVN and
-    version. Exit 0 only if every file passes; 1 if any fails; 3 if a file cannot be read.
+    version.
+
+    Exit codes: 0 every file passes; 1 a file fails; 2 bad arguments; 3 a file cannot be read.
     """
     with _tool_errors():
         from tdxseam.tool.verify import verify_module
@@ -105,6 +107,8 @@ def mrseam(
 
     MRSEAM, MRSIGNERSEAM and TEE_TCB_SVN a TD quote carries once the module runs. Values come from the file itself; a file that fails verification is still shown, marked,
     and makes the exit code 1 (a host would refuse to load it).
+
+    Exit codes: 0 every file verifies; 1 a file fails verification; 2 bad arguments; 3 a file is unreadable.
     """
     with _tool_errors():
         from tdxseam.tool.mrseam import measurement_json
@@ -199,8 +203,11 @@ def plan(
     """Judge every release for this host, with reasons.
 
     Reads the host, applies every rule to every release in the catalog and marks the one
-    `update` would install. Exit 0: a release would be installed; 10: up to date; 11: newer releases all refused;
-    12: the host cannot take an update now.
+    `update` would install.
+
+    Exit codes: 0 a release would be installed; 2 bad arguments; 3 the catalog or a file is unreadable;
+    10 up to date; 11 newer releases all refused; 12 the host cannot take an update now; 17 not a
+    TDX host, or its files cannot be read.
     """
     with _tool_errors():
         from tdxseam.tool.hostinfo import read_host
@@ -287,8 +294,12 @@ def update(
     """Install a TDX module update through sysfs.
 
     Installs the release plan selects (or the one named), converted to the image the host's
-    kernel takes. Exit codes: 0 updated (or dry run), 10 up to date, 11 refused, 12 blocked, 13 upload failed,
-    14 module lost, 15 timeout, 16 version mismatch, 17 host unreadable, 18 declined.
+    kernel takes, under an exclusive lock; `data` is read back before the kernel is told to go.
+
+    Exit codes: 0 updated (or dry run); 2 bad arguments; 3 the catalog or a file is unreadable; 10 up to
+    date; 11 refused; 12 blocked (also: another update holds the lock); 13 upload failed (also: `data`
+    read back differs, cancelled); 14 module lost; 15 timeout; 16 version mismatch; 17 host unreadable;
+    18 declined.
     """
     exits.check_seconds("--timeout", timeout)
     interactive = not dry_run and not yes
@@ -340,6 +351,8 @@ def convert(
     """Write a module as a v2 (0x200) update image.
 
     The v2 image is what the merged kernel (Linux 7.2+) takes; --format v1 writes Intel's blob.
+
+    Exit codes: 0 written; 2 bad arguments, or OUT exists (without --force) or is not a regular file; 3 IN is unreadable or not a module, or OUT cannot be written.
     """
     with _tool_errors():
         from tdxseam.tool.convert import convert_file
@@ -362,7 +375,10 @@ def history(
     last: int = typer.Option(0, "--last", metavar="N", help="Only the last N records (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of records."),
 ) -> None:
-    """Show the update history."""
+    """Show the update history.
+
+    Exit codes: 0 shown; 2 bad arguments; 3 the log is unreadable.
+    """
     if last < 0:
         raise exits.CliError("--last must not be negative", exits.USAGE)
     with _tool_errors():
