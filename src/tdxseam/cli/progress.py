@@ -31,8 +31,8 @@ class Progress:
         self.last = float("-inf")
         self.shown = False
 
-    def line(self, done: int, total: int) -> str:
-        elapsed = self.clock() - self.t0
+    def line(self, done: int, total: int, now: float) -> str:
+        elapsed = now - self.t0
         rate = done / elapsed if elapsed > 0 else 0.0
         text = f"{self.label}: {done:,}/{total:,} {self.unit}"
         if total:
@@ -49,7 +49,7 @@ class Progress:
         if now - self.last < self.every and done < total:
             return
         self.last = now
-        self.stream.write("\r\033[K" + self.line(done, total))
+        self.stream.write("\r\033[K" + self.line(done, total, now))
         self.stream.flush()
         self.shown = True
 
