@@ -42,10 +42,16 @@ def demo(
     show = None
     bar = None
     if not as_json and sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        from tdxseam.cli.output import raw
+
+        # rich draws with escape sequences of its own: on the terminal itself, not through the
+        # escaping stream (its text is the emulator's states, nothing from a file)
         bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("CPUs acked, status {task.fields[status]}"), transient=True)
+                       TextColumn("CPUs acked, status {task.fields[status]}"), transient=True,
+                       console=Console(file=raw(sys.stderr)))
         job = bar.add_task("lockstep", total=cpus, status="idle")
         seen: list[str] = []
 
