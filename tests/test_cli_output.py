@@ -12,7 +12,6 @@ import pytest
 
 from _tool_host import make_root
 from tdxseam.cli import exits, main
-from tdxseam.cli.output import escape
 from tdxseam.formats import testsign
 
 RED_LIE = "\x1b[31mFAKE: all checks passed\x1b[0m\x1b]0;owned\x07\r"
@@ -40,6 +39,8 @@ def _catalog(tmp_path: Path, extra_key: str | None = None) -> Path:
 
 
 def test_escape_keeps_text_and_shows_controls():
+    from tdxseam.cli.output import escape
+
     assert escape("ok: 1.5.20 → fine\n\ttab") == "ok: 1.5.20 → fine\n\ttab"
     assert escape(RED_LIE) == "\\x1b[31mFAKE: all checks passed\\x1b[0m\\x1b]0;owned\\x07\\x0d"
     assert escape("\u202eevil\x9b") == "\\u202eevil\\x9b"

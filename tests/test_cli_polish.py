@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tdxseam.cli import exits, main
-from tdxseam.cli.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +32,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_progress_line_has_count_rate_and_eta():
+    from tdxseam.cli.progress import Progress
+
     t = iter([0.0, 10.0, 10.1, 20.0, 40.0])
     s = io.StringIO()
     p = Progress("campaign", "runs", stream=s, enabled=True, clock=lambda: next(t))
@@ -47,6 +48,8 @@ def test_progress_line_has_count_rate_and_eta():
 
 
 def test_progress_is_silent_when_stderr_is_not_a_terminal():
+    from tdxseam.cli.progress import Progress
+
     s = io.StringIO()
     p = Progress("stress", "calls", stream=s)
     assert not p.enabled

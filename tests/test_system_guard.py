@@ -9,10 +9,11 @@ from pathlib import Path
 import _system_guard as system_guard
 from _tool_host import make_root
 from tdxseam.tool.history import history_path
-from tdxseam.tool.lock import lock_path
 
 
 def test_tool_state_defaults_are_in_a_temporary_directory():
+    from tdxseam.tool.lock import lock_path
+
     for p in (history_path(), lock_path()):
         assert not str(p).startswith(("/var/", "/run/", "/etc/")), p
         assert Path(p).parent.name.startswith("tdxseam-test-state-"), p
@@ -22,6 +23,7 @@ def test_update_without_history_or_lock_options_writes_only_there(tmp_path, inte
     from tdxseam.tool.catalog import load_catalog
     from tdxseam.tool.hostinfo import SysfsRoot
     from tdxseam.tool.plan import PlanOptions
+    from tdxseam.tool.lock import lock_path
     from tdxseam.tool.update import UpdateOptions, run_update
 
     root = make_root(tmp_path / "root")

@@ -21,7 +21,6 @@ import pytest
 
 from tdxseam.cli import exits
 from tdxseam.formats import testsign
-from tdxseam.formats.files import FileError, OutputRefused, append_line, open_lock, read_file, write_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +84,8 @@ def test_sigstruct_path_that_is_a_directory_is_bad_input(tmp_path):
 
 
 def test_read_file_bounds_and_kinds(tmp_path):
+    from tdxseam.formats.files import FileError, read_file
+
     p = tmp_path / "f"
     p.write_bytes(b"x" * 10)
     assert read_file(p, 10) == b"x" * 10
@@ -168,6 +169,8 @@ def test_convert_force_never_replaces_a_device_fifo_or_symlink(tmp_path, blob, k
 
 
 def test_convert_new_file_honours_the_umask(tmp_path, blob):
+    from tdxseam.formats.files import write_file
+
     old = os.umask(0o027)
     try:
         write_file(tmp_path / "a", b"x")
@@ -182,6 +185,8 @@ def test_convert_new_file_honours_the_umask(tmp_path, blob):
 
 
 def test_write_file_replaces_a_regular_file_keeping_its_mode(tmp_path):
+    from tdxseam.formats.files import OutputRefused, write_file
+
     p = tmp_path / "f"
     p.write_bytes(b"old")
     os.chmod(p, 0o600)
@@ -198,6 +203,8 @@ def test_convert_into_a_missing_directory_is_bad_input(tmp_path, blob):
 
 
 def test_append_and_lock_refuse_fifo_and_symlink(tmp_path):
+    from tdxseam.formats.files import OutputRefused, append_line, open_lock
+
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     link = tmp_path / "link"
