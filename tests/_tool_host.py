@@ -92,6 +92,14 @@ def tree_root_class():
         def pread(self, rel: str, size: int, offset: int) -> bytes:
             """One read(2) of `size` bytes at `offset` (the msr device's interface)."""
             return self.tree.read(self._abs(rel), offset, size, **self.kw)
+        def read_bytes(self, rel: str, limit: int) -> bytes:
+            out = b""
+            while len(out) < limit:
+                b = self.tree.read(self._abs(rel), len(out), min(4096, limit - len(out)), **self.kw)
+                if not b:
+                    break
+                out += b
+            return out
 
         def write_text(self, rel: str, text: str) -> None:
             fd = self.open_write(rel)

@@ -1,11 +1,16 @@
-"""Shared test fixtures: where Intel's real release files live, if they do."""
+"""Shared test fixtures: where Intel's real release files live, if they do; and the guard that
+keeps the suite out of /var, /run and /etc."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+import _system_guard as system_guard
 from hypothesis import settings
 
 # Property tests are reproducible: derandomized (the seed is fixed by the test's own source), no
@@ -19,6 +24,25 @@ REPO = Path(__file__).resolve().parent.parent
 # Identity from the files alone unless a test asks for the real-firmware engine's answers (the
 # tests of that source set it themselves); subprocesses inherit this.
 os.environ.setdefault("TDXSEAM_PROBE", "off")
+# History, lock and any other state of the tool live in this session's temporary directory, for
+# this process and every subprocess it starts (the CLI, emulators, Ansible), never in /var or /run.
+_STATE = Path(tempfile.mkdtemp(prefix="tdxseam-test-state-"))
+os.environ["TDXSEAM_HISTORY"] = str(_STATE / "history.jsonl")
+os.environ["TDXSEAM_LOCK"] = str(_STATE / "update.lock")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_system_writes():
+    """Fail the suite if anything was written under /var, /run or /etc (tests/_system_guard.py)."""
+    before = system_guard.snapshot()
+    system_guard.GUARD.armed = True
+    yield
+    system_guard.GUARD.armed = False
+    problems = system_guard.GUARD.writes + system_guard.changes(before, system_guard.snapshot())
+    shutil.rmtree(_STATE, ignore_errors=True)
+    if problems:
+        pytest.fail("tests wrote outside their temporary directories:\n  " + "\n  ".join(problems[:20]),
+                    pytrace=False)
 
 
 def intel_fixture_dir() -> Path | None:

@@ -178,7 +178,7 @@ def test_bad_cpus_is_one_clear_line_exit_2(cmd, value):
 def test_negative_calls_is_one_clear_line_exit_2():
     p = tdxseam("stress", "--calls", "-1")
     assert p.returncode == 2
-    assert p.stderr.decode().splitlines() == ["tdxseam: error: --calls must not be negative"]
+    assert p.stderr.decode().splitlines() == ["tdxseam: error: --calls must be between 0 and 1000000, not -1"]
 
 
 def test_help_lists_the_commands():

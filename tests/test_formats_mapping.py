@@ -92,8 +92,8 @@ def test_fixture_mapping(intel_dir):
         assert r.tdx_feature0 == feature0[str(r.version)]
         assert r.tdx_feature0 & 0x2  # td_preserving
         assert r.strict_compat_versions == () and r.extra == {}
-    # the fixture copy predates strict_compat_versions: reported once, as drift
-    assert len(m.warnings) == 1 and "strict_compat_versions" in m.warnings[0]
+    # the fixture copy predates strict_compat_versions (no release has it): no drift to report
+    assert m.warnings == ()
     assert m.get("1.5.06") is m.get(ModuleVersion(1, 5, 6)) is not None
     assert m.get("1.5.07") is None
 
@@ -121,6 +121,20 @@ def test_unknown_keys_are_warnings():
     text = "\n".join(m.warnings)
     assert "update_compat: unknown key" in text and "1.5.08" in text
     assert "Header.Signed: unknown key" in text and "extras: unknown top-level key" in text
+
+
+def test_drift_is_said_once_per_kind():
+    doc = _doc()
+    for r in doc["tdx_module_releases"]:
+        r["update_compat"] = True  # a new key in every release: one line, not one per release
+        del r["strict_compat_versions"]  # a key no release has: an older file, no warning
+    del doc["tdx_module_releases"][0]["tdx_feature0"]  # some have it, one lacks it: drift
+    m = parse_mapping(json.dumps(doc))
+    assert len([w for w in m.warnings if "update_compat" in w]) == 1
+    assert [w for w in m.warnings if "update_compat" in w][0].startswith(
+        f"tdx_module_releases[].update_compat: unknown key in {len(doc['tdx_module_releases'])} release(s)")
+    assert not any("strict_compat_versions" in w for w in m.warnings)
+    assert any(w.startswith("tdx_feature0: missing in 1 release(s)") for w in m.warnings)
 
 
 def test_missing_optional_keys_are_warnings():

@@ -11,7 +11,8 @@ import pytest
 
 from tdxseam.sim import campaign
 from tdxseam.sim.campaign import CampaignError, _Tally, record_hash, run_campaign, run_chunk
-from tdxseam.sim.progress import CampaignStatus, ProgressLine, format_status
+from tdxseam.cli.progress import Progress
+from tdxseam.sim.progress import CampaignStatus, format_status
 
 
 def test_records_and_digest_do_not_depend_on_batching_or_workers():
@@ -60,13 +61,13 @@ def test_progress_line_on_a_terminal_and_silent_elsewhere():
     assert format_status(st) == ("campaign: 500/2000 seeds (25%), 7 violation(s) in 3 seed(s), "
                                  "250.0 runs/s, ETA 6 s, 1 batch(es) retried")
     tty = Tty()
-    line = ProgressLine(tty, min_interval=0)
-    line(st)
+    line = Progress("campaign", "runs", stream=tty, every=0)
+    line.show(lambda now: format_status(st))
     line.close()
-    assert tty.getvalue() == "\r" + format_status(st) + "\x1b[K\r\x1b[K"
+    assert tty.getvalue() == "\r\x1b[K" + format_status(st) + "\r\x1b[K"
     pipe = io.StringIO()
-    quiet = ProgressLine(pipe)
-    quiet(st)
+    quiet = Progress("campaign", "runs", stream=pipe)
+    quiet.show(lambda now: format_status(st))
     quiet.close()
     assert not quiet.enabled and pipe.getvalue() == ""
 

@@ -44,15 +44,15 @@ def test_campaign_json_keys(capsys):
     code, out, _ = _run(capsys, "sim", "campaign", "--runs", "12", "--jobs", "1", "--seed", "100", "--json")
     r = json.loads(out)
     assert code == 0
-    assert {"runs", "violations", "failing_seeds", "seconds"} <= r.keys()
-    assert r["runs"] == 12 and r["violations"] == 0 and r["failing_seeds"] == []
+    assert {"runs", "violation_count", "failing_seeds", "seconds"} <= r.keys()
+    assert r["runs"] == 12 and r["violation_count"] == 0 and r["failing_seeds"] == []
 
 
 def test_campaign_prints_failing_seeds_with_their_replay_command(capsys):
     code, out, _ = _run(capsys, "sim", "campaign", "--runs", "6", "--jobs", "1", "--cpus", "4",
                         "--mutate", "skip-lp-init")
     assert code == 1
-    assert "replay: tdxseam sim replay 0 --cpus 4 --mutate skip-lp-init" in out
+    assert "\n  tdxseam sim replay 0 --cpus 4 --mutate skip-lp-init  # [" in out
     assert "first caught after 1 seed(s)" in out
 
 
@@ -60,7 +60,7 @@ def test_campaign_in_worker_processes():
     out = subprocess.run([sys.executable, "-m", "tdxseam.cli", "sim", "campaign", "--runs", "40", "--jobs", "2",
                           "--json"], capture_output=True, timeout=300)
     r = json.loads(out.stdout)
-    assert out.returncode == 0 and r["runs"] == 40 and r["jobs"] == 2 and r["violations"] == 0
+    assert out.returncode == 0 and r["runs"] == 40 and r["jobs"] == 2 and r["violation_count"] == 0
 
 
 def test_explore_json(capsys):

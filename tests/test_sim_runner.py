@@ -115,7 +115,7 @@ def test_merged_lets_the_update_race_a_build_and_records_the_hazard():
         r = run_scenario(sc)
         assert r.ok, "\n".join(r.report_lines())
         assert all(u["expected"] != "busy" for u in r.updates)
-        if any("td-build-raced" in u["coverage"] for u in r.updates):
+        if any("td-build-raced" in u["coverage_outcome"] for u in r.updates):
             return
     pytest.fail("no seed raced a TD build against the update's shutdown")
 

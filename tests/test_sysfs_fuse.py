@@ -379,3 +379,36 @@ def test_doctor_and_explain_read_the_mounted_host_like_a_real_one(start, images)
     assert (fail["leaf"]["name"], fail["status"]["name"], fail["errno"]["name"]) == \
         ("P_SEAMLDR_INSTALL", "EBADHASH", "EIO")
     emu.stop()
+
+
+def test_emulate_json_types_and_no_libfuse_warning(start):
+    """`--json` gives one type per key: ints as ints, null plus `<key>_error` for what cannot be
+    read; and libfuse says nothing of its own thread defaults on stderr."""
+    emu = start("--cpus", "2")
+    r = emu.ready
+    assert isinstance(r["num_remaining_updates"], int) and r["num_remaining_updates"] > 0
+    assert r["module_version"] == "1.5.06" and r["module_version_error"] is None
+    assert r["seamldr_version_error"] is None and r["num_remaining_updates_error"] is None
+    emu.stop()
+    assert "max threads" not in emu.stderr and "Ignoring" not in emu.stderr, emu.stderr
+
+
+def test_a_stale_mount_is_named_as_such(start, tmp_path):
+    """A killed emulator leaves its mount answering ENOTCONN: plan says so, not "not a TDX host"."""
+    from tdxseam.sysfs.fuse import unmount
+
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    (cat / "mapping_file.json").write_text('{"Header": {"Copyright": "c", "Info": "i", "Version": "1.0"}, '
+                                           '"tdx_module_releases": []}')
+    emu = start("--cpus", "2")
+    emu.proc.kill()
+    emu.proc.wait(timeout=30)
+    try:
+        r = subprocess.run([*tdxseam_cmd(), "plan", "--json", "--sysfs-root", str(emu.mnt), "--catalog",
+                            str(cat)], capture_output=True, text=True, timeout=60)
+        doc = json.loads(r.stdout)
+        assert r.returncode == 17 and doc["exit"] == 17, r.stderr
+        assert "stale FUSE mount" in doc["error"] and "ENOTCONN" in doc["error"]
+    finally:
+        unmount(str(emu.mnt))

@@ -357,6 +357,7 @@ def test_loading_and_data_state_machine(emu):
     assert t.read(f"{FW}/data", 13, 100) == b""
     t.write_text(f"{FW}/loading", "-1\n")  # abort: back to init, nothing uploaded
     assert text(emu, f"{FW}/loading") == "0\n"
+    assert t.read_file(f"{FW}/data") == b"abc" + bytes(7) + b"xyz"  # the buffer outlives an abort
     assert text(emu, f"{FW}/status") == "idle\n"
     t.write_text(f"{FW}/loading", "2\n")  # any other value: logged, abort
     t.write_text(f"{FW}/loading", "0\n")  # 0 while not loading: the same
@@ -424,6 +425,30 @@ def test_writes_past_the_largest_image_are_taken_then_refused(emu):
     # beyond what the emulated kernel can allocate: ENOMEM from the write itself
     t.write_text(f"{FW}/loading", "1\n")
     assert oserr(t.write, f"{FW}/data", FW_UPLOAD_BUFFER_LIMIT, b"\1") == errno.ENOMEM
+    # ... which aborts the load (fw_realloc_pages -> fw_load_abort): `loading` reads 0, and the
+    # kernel ignores `loading` from then on, so nothing is ever handed to the driver
+    assert text(emu, f"{FW}/loading") == "0\n"
+    assert t.write_text(f"{FW}/loading", "0\n") == 2
+    assert t.write_text(f"{FW}/loading", "1\n") == 2
+    assert text(emu, f"{FW}/loading") == "0\n"
+    assert "unexpected value" not in emu.host.kernel.dmesg_text()
+    assert emu.on_machine(lambda: len(emu.tree.fw.history)) == 1  # only the upload above
+
+
+def test_loading_is_parsed_as_the_kernels_int(emu):
+    """kstrtoint(buf, 10): "1abc", " 1", "--1", "0x1" are -EINVAL (simple_strtol read them as 1,
+    1, 0, 0); a value beyond int is -ERANGE; "+1" and "1\\n" are 1. A refused value changes nothing."""
+    t = emu.tree
+    for bad in ("1abc", " 1", "1 ", "--1", "+-1", "0x1", "\n", "1\n\n", "\xb9"):
+        assert oserr(t.write_text, f"{FW}/loading", bad) == errno.EINVAL, bad
+        assert text(emu, f"{FW}/loading") == "0\n", bad
+    for big in ("2147483648", "-2147483649", "99999999999999999999999"):
+        assert oserr(t.write_text, f"{FW}/loading", big) == errno.ERANGE, big
+    assert t.write_text(f"{FW}/loading", "+1") == 2
+    assert text(emu, f"{FW}/loading") == "1\n"
+    assert t.write_text(f"{FW}/loading", "-1\n") == 3
+    assert text(emu, f"{FW}/loading") == "0\n"
+    assert "unexpected value" not in emu.host.kernel.dmesg_text()
 
 
 def test_writes_are_at_most_a_page_and_empty_writes_do_nothing(emu):
@@ -435,7 +460,7 @@ def test_writes_are_at_most_a_page_and_empty_writes_do_nothing(emu):
     assert len(t.read(f"{FW}/data", 0, 3 * PAGE_SIZE)) == PAGE_SIZE  # reads too
     assert len(t.read_file(f"{FW}/data")) == 3 * PAGE_SIZE
     # text attributes: store sees at most PAGE_SIZE; the rest is another write
-    assert t.write(f"{FW}/loading", 0, b"1" + b" " * (2 * PAGE_SIZE)) == PAGE_SIZE
+    assert t.write(f"{FW}/loading", 0, b"1\n" + bytes(2 * PAGE_SIZE)) == PAGE_SIZE  # the store stops at NUL
     assert t.write(f"{FW}/loading", 0, b"") == 0
     assert text(emu, f"{FW}/loading") == "1\n"
 

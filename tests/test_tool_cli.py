@@ -87,7 +87,7 @@ def test_plan_json_and_exit_codes(capsys, tmp_path, intel_dir):
     assert set(p["releases"][0]) == {"version", "file", "format", "verdict", "reasons", "checks", "mrseam",
                                      "seamsvn", "identity"}
     assert set(p["releases"][0]["checks"][0]) == {"name", "ok", "rule", "reason"}
-    assert set(p["intel"]) == {"selected", "outcome", "skipped", "comparison"}
+    assert set(p["intel"]) == {"selected_version", "outcome", "skipped", "comparison"}
     for version, expected in (("1.5.13", exits.UP_TO_DATE),):
         code, _, _ = run(capsys, "plan", "--catalog", str(intel_dir), "--sysfs-root",
                          str(make_root(tmp_path / version, version=version)))

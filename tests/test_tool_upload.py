@@ -96,7 +96,14 @@ class FakeKernel(SysfsRoot):
         return n
 
     def close(self, fd):
-        pass
+        if self.intruder is not None:  # another root writer, between our last write and `0`
+            self.intruder(self.buf)
+
+    def read_bytes(self, rel, limit):
+        assert rel == f"{UP}/data"
+        return bytes(self.buf[:limit])
+
+    intruder = None
 
 
 def _no_sleep(_):
@@ -208,3 +215,76 @@ def test_update_named_test_module(tmp_path):
     opts = PlanOptions(VerifyOptions((INTEL_KEY_HASH, testsign.signing_key().key_hash)))
     res = run_update(fk, cat, str(img), opts, UpdateOptions(poll_interval=0))
     assert res.outcome is Outcome.UPDATED and fk.uploaded == img.read_bytes()  # valid v2 sent as is
+
+
+# -- upload integrity: the read-back of `data` and the update lock ------------------------------------
+
+
+def _scribble(buf):
+    buf[5000:5004] = b"EVIL"  # a second writer's bytes land in the shared buffer
+
+
+def test_readback_cancels_a_mixed_image(tmp_path, catalog):
+    fk = FakeKernel(make_root(tmp_path))
+    fk.intruder = _scribble
+    res = _update(fk, catalog, tmp_path)
+    assert res.outcome is Outcome.UPLOAD_FAILED and res.upload.outcome is UploadOutcome.READBACK_MISMATCH
+    assert "different from byte 5000" in res.message and "cancelled" in res.message
+    assert fk.log == ["loading=1", "loading=-1"] and fk.uploaded is None  # nothing reached the kernel
+    assert res.version_after == "1.5.06"
+
+
+def test_readback_switched_off_lets_the_mixed_image_through(tmp_path, catalog, monkeypatch):
+    import tdxseam.tool.upload as upload
+
+    monkeypatch.setattr(upload, "_readback", lambda fs, data, image: None)
+    fk = FakeKernel(make_root(tmp_path))
+    fk.intruder = _scribble
+    res = _update(fk, catalog, tmp_path)
+    assert fk.uploaded is not None and fk.uploaded[5000:5004] == b"EVIL"  # what the check prevents
+    assert res.outcome is Outcome.UPDATED  # the scripted kernel takes anything; a real one would not
+
+
+def test_readback_catches_a_longer_buffer(tmp_path):
+    fk = FakeKernel(make_root(tmp_path))
+    fk.intruder = lambda buf: buf.extend(b"more")
+    res = upload_image(fk, UP, b"x" * 5000, sleep=_no_sleep)
+    assert res.outcome is UploadOutcome.READBACK_MISMATCH and "more than 5000 bytes" in res.error
+
+
+def test_a_held_update_lock_turns_a_second_run_away(tmp_path, catalog):
+    import fcntl
+    import os
+
+    from tdxseam.tool.lock import update_lock
+
+    lock = tmp_path / "run" / "update.lock"
+    with update_lock(lock):  # the first run, still in its update
+        fk = FakeKernel(make_root(tmp_path))
+        res = _update(fk, catalog, tmp_path, lock=lock)
+        assert res.outcome is Outcome.BLOCKED and fk.log == [] and fk.uploaded is None
+        assert f"pid {os.getpid()}" in res.message and str(lock) in res.message
+        # without the lock, the second run would have written into the same buffer
+        res = _update(fk, catalog, tmp_path, lock=None)
+        assert fk.log[0] == "loading=1"
+    fk = FakeKernel(make_root(tmp_path / "b"))
+    assert _update(fk, catalog, tmp_path, lock=lock).outcome is Outcome.UPDATED
+    fd = os.open(lock, os.O_RDWR)  # released at the end of the run
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(fd)
+
+
+def test_update_cli_exits_blocked_while_locked(tmp_path, intel_dir, capsys):
+    from tdxseam.cli import exits, main
+    from tdxseam.tool.lock import update_lock
+
+    lock = tmp_path / "update.lock"
+    root = make_root(tmp_path / "root")
+    with update_lock(lock):
+        with pytest.raises(SystemExit) as ei:
+            main(["update", "--yes", "--json", "--catalog", str(intel_dir), "--sysfs-root", str(root),
+                  "--lock", str(lock), "--history", str(tmp_path / "h.jsonl")])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert ei.value.code == exits.BLOCKED and doc["outcome"] == "blocked" and "holds" in doc["message"]
+    assert (root / UP / "data").read_bytes() == b""

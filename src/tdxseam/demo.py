@@ -15,10 +15,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tdxseam.formats.files import FileError, read_file
 from tdxseam.formats.identity import ModuleIdentity, resolve_identity
-from tdxseam.formats.image import ImageFormat, detect, extract, v1_to_v2
+from tdxseam.formats.image import MODULE_FILE_MAX_SIZE, ImageFormat, detect, extract, v1_to_v2
 from tdxseam.formats.mapping import MappingFile, load_mapping
 from tdxseam.formats.sigstruct import Sigstruct
+from tdxseam.formats.status import status_text
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.host import EmulatedHost
 from tdxseam.kernel.firmware_upload import FwUploadProg
@@ -101,9 +103,9 @@ def choose_module(spec: str | ModuleVersion, catalog: Path | None, *, option: Mo
                                   or Path(spec).is_file()):
         p = Path(spec)
         try:
-            data = p.read_bytes()
-        except OSError as e:
-            raise DemoError(f"{p}: {e.strerror or e}") from None
+            data = read_file(p, MODULE_FILE_MAX_SIZE, "a TDX module file")
+        except FileError as e:
+            raise DemoError(str(e)) from None
         return _load_image(data, str(p), name=p.name, option=option, mapping=mapping, probe=probe)
     try:
         v = spec if isinstance(spec, ModuleVersion) else ModuleVersion.parse(spec)
@@ -113,9 +115,13 @@ def choose_module(spec: str | ModuleVersion, catalog: Path | None, *, option: Mo
         raise DemoError(f"--module-version {option} names another release than {v}")
     if catalog is not None:
         blob = catalog / "joined_files" / f"{v.major}.{v.minor}" / f"tdx_module_{v}.blob"
-        if not blob.is_file():
-            raise DemoError(f"release {v} is not in the catalog {catalog}")
-        return _load_image(blob.read_bytes(), f"Intel release {v} ({blob.name})", name=blob.name,
+        try:
+            data = read_file(blob, MODULE_FILE_MAX_SIZE, "a TDX module file")
+        except FileError as e:
+            if e.code == "missing":
+                raise DemoError(f"release {v} is not in the catalog {catalog}") from None
+            raise DemoError(str(e)) from None
+        return _load_image(data, f"Intel release {v} ({blob.name})", name=blob.name,
                            mapping=mapping, probe=probe)
     from tdxseam.formats.testsign import make_image
 
@@ -195,6 +201,7 @@ class DemoResult:
     stopped_in_seam: str | None = None  # real firmware: the module stopped inside a SEAMCALL
     fault: str | None = None  # the fault rule injected into the update, if any
     trace: Any = field(default=None, repr=False, compare=False)  # the update's events, when traced
+    notes: list[str] = field(default_factory=list)  # e.g. that Intel's files were not found
 
     def to_json(self) -> dict:
         d = asdict(replace(self, trace=None))
@@ -246,6 +253,10 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
         raise DemoError("--firmware real runs no TDs yet (the TD leaves on Intel's binary are not "
                         "driven by the emulated host): use --tds 0")
     default = DEFAULT_REAL if cat is not None else DEFAULT_SYNTHETIC
+    notes = []
+    if cat is None and not synthetic:
+        notes.append(f"Intel's release files were not found (set ${INTEL_CATALOG_ENV} or pass --catalog DIR): "
+                     f"using synthetic modules signed with the test key, {default[0]} -> {default[1]}")
     mapping = _catalog_mapping(cat)
     src = choose_module(from_ or default[0], cat, mapping=mapping, probe=probe)
     dst = choose_module(to or default[1], cat, option=module_version, mapping=mapping, probe=probe)
@@ -272,7 +283,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
                         error=None, status=None, from_module=src.label, to_module=dst.label,
                         from_identity=src.identity.to_json(), to_identity=dst.identity.to_json(),
                         converted=dst.converted, seed=seed, firmware=firmware,
-                        fault=fault)
+                        fault=fault, notes=notes)
     if dev.fw_upload is None:
         result.error = "runtime update not supported by this host (no firmware/tdx_module)"
         return result
@@ -346,7 +357,7 @@ def run_demo(*, cpus: int = 8, tds: int = 4, from_: str | ModuleVersion | None =
         if result.version_after is None:
             result.error += "; the module is unusable (version reads fail with ENXIO), TDs lost: reboot needed"
         if failures:
-            result.status = f"0x{failures[-1][1]:016x}"
+            result.status = status_text(failures[-1][1])
     else:
         result.ok = (result.version_after is not None and result.tds_preserved == len(snap_before)
                      and result.td_runs_after == tds_built)

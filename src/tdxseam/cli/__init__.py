@@ -1,8 +1,10 @@
 """The `tdxseam` command line. Commands import their machinery lazily, so start-up stays quick.
 
 Help is plain text (no rich): loading rich costs ~100 ms at every `--help`. Every error, usage
-errors included, is one line `tdxseam: error: ...` on stderr with a documented exit code.
-The typer application (`app`) is built on first use: `plan` runs without typer (fastpath.py).
+errors included, is one line `tdxseam: error: ...` on stderr with a documented exit code; with
+`--json` the same error is also the run's one JSON document on stdout. Every string printed is
+escaped (output.py). The typer application (`app`) is built on first use: `plan` runs without
+typer (fastpath.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,22 @@ from __future__ import annotations
 import os
 import sys
 
-from tdxseam.cli import exits
+from tdxseam.cli import exits, output
+
+APP_HELP = ("Reference model of the TDX P-SEAMLDR call path and runtime TDX module updates.\n\n"
+            "Exit codes (each command lists its own): 0 success; 1 a failure found; 2 bad arguments; "
+            "3 an unreadable or malformed input file; 4 deadlock; 10-18 operator tool outcomes; "
+            "70 internal error (TDXSEAM_DEBUG=1 shows the traceback); 130 interrupted.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        import typer
+
+        from tdxseam import __version__
+
+        print(f"tdxseam {__version__}")
+        raise typer.Exit(exits.OK)
 
 
 def _make_app():
@@ -18,12 +35,18 @@ def _make_app():
 
     app = typer.Typer(
         name="tdxseam",
-        help="Reference model of the TDX P-SEAMLDR call path and runtime TDX module updates.",
+        help=APP_HELP,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
     )
+
+    @app.callback()
+    def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                           help="Print the version and exit.")) -> None:
+        """Options of `tdxseam` itself (the help text is the app's)."""
+
     globals()["app"] = app  # before the commands import it
 
     from tdxseam.cli import cmd_core  # noqa: F401  (registers commands on `app`)
@@ -55,15 +78,36 @@ class _NoClick:
     NoArgsIsHelpError = UsageError = ClickException = _NotRaised
 
 
+_json_mode = False
+
+
 def _error(message: str, code: int) -> None:
+    """The one error line on stderr; with --json also the one JSON document on stdout."""
+    if _json_mode:
+        output.json_error(message, code)
     print(f"tdxseam: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    global _json_mode
+    args = list(sys.argv[1:] if argv is None else argv)
+    _json_mode = output.wants_json(args)
+    saved = output.install()  # every string printed from here on is escaped
+    try:
+        _main(args)
+    finally:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a reader that left: nothing more to say to it
+            pass
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: list[str]) -> None:
     from tdxseam.cli.fastpath import fast_command
 
-    fast = fast_command(sys.argv[1:] if argv is None else argv)
+    fast = fast_command(argv)
     if fast is None:
         import typer
         from typer._click import exceptions as click_exc

@@ -11,6 +11,9 @@ from tdxseam.cli import app, exits, outputs
 from tdxseam.cli.options import check_kernel, kernel_option
 
 
+MAX_CALLS = 1_000_000  # per CPU; 8 CPUs x 10**6 calls is minutes of emulation already
+
+
 def _check_cpus(cpus: int) -> None:
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
@@ -18,14 +21,19 @@ def _check_cpus(cpus: int) -> None:
 
 @app.command()
 def info(
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs of the emulated host (1-4096)."),
     firmware: str = typer.Option("model", "--firmware",
                                  help="model: the Python TDX module; real: Intel's binary on the emulated CPU."),
-    module: str = typer.Option(None, "--module", help="With --firmware real: the release to boot (default 1.5.06)."),
-    catalog: str = typer.Option(None, "--catalog", help="With --firmware real: Intel's binaries directory."),
+    module: str = typer.Option(None, "--module", metavar="VERSION", help="With --firmware real: the release to boot (default 1.5.06)."),
+    catalog: str = typer.Option(None, "--catalog", metavar="DIR", help="With --firmware real: Intel's binaries directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Boot the emulated host and print what the kernel reads from the P-SEAMLDR and the module."""
+    """Boot the emulated host; print what the kernel reads.
+
+    Boot the emulated host and print what the kernel reads from the P-SEAMLDR and the module.
+
+    Exit codes: 0 done; 1 the P-SEAMLDR call failed; 2 bad arguments.
+    """
     _check_cpus(cpus)
     from tdxseam.host import EmulatedHost
     from tdxseam.kernel.seamldr import seamldr_get_info
@@ -78,10 +86,10 @@ def info(
 
 @app.command()
 def stress(
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs (1-4096)."),
-    calls: int = typer.Option(100, "--calls", help="P-SEAMLDR calls per CPU."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs (1-4096)."),
+    calls: int = typer.Option(100, "--calls", metavar="M", help="P-SEAMLDR calls per CPU."),
     irq_calls: bool = typer.Option(False, "--irq-calls", help="Make some calls from interrupt handlers."),
-    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving; same seed, same output."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Fixes the interleaving; same seed, same output."),
     unserialized: bool = typer.Option(False, "--unserialized", help="Call the P-SEAMLDR without seamldr_lock."),
     no_irqsave: bool = typer.Option(False, "--no-irqsave", help="Take seamldr_lock with interrupts left on."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the summary."),
@@ -90,16 +98,26 @@ def stress(
     timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports."""
+    """Hammer seamldr_call from every CPU; count what breaks.
+
+    Every CPU calls SEAMLDR.INFO through seamldr_call; count failures, overlap and lock reports.
+
+    Exit codes: 0 done; 2 bad arguments; 4 the run ended in a deadlock.
+    """
     _check_cpus(cpus)
     check_kernel(kernel)
-    if calls < 0:
-        raise exits.CliError("--calls must not be negative", exits.USAGE)
+    exits.check_range("--calls", calls, 0, MAX_CALLS)
     traced = outputs.wanted(trace_out, timeline_out)
+    from tdxseam.cli.progress import Progress
     from tdxseam.sim.stress import run_stress
 
-    res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
-                           no_irqsave=no_irqsave, trace=trace or traced, kernel=kernel)
+    bar = Progress("stress", "calls")
+    try:
+        res, host = run_stress(cpus, calls, seed=seed, irq_calls=irq_calls, unserialized=unserialized,
+                               no_irqsave=no_irqsave, trace=trace or traced, kernel=kernel,
+                               progress=bar if bar.enabled else None)
+    finally:
+        bar.close()
     how = "".join(f", {w}" for w, on in (("irq calls", irq_calls), ("unserialized", unserialized),
                                           ("no irqsave", no_irqsave)) if on)
     outputs.write(host.sched.trace, cpus=cpus, title=f"stress seed {seed}: {cpus} CPUs x {calls} SEAMLDR.INFO{how}"

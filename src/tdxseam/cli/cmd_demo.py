@@ -14,15 +14,15 @@ from tdxseam.cli.options import check_kernel, kernel_option
 
 @app.command()
 def demo(
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
-    tds: int = typer.Option(None, "--tds", help="TDs to build and run before the update (default 4; 0 with --firmware real)."),
-    from_: str = typer.Option(None, "--from", help="Module the host boots with (version). Default: 1.5.06."),
-    to: str = typer.Option(None, "--to", help="Module to install: a version, or a v1 blob / v2 image file."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs of the emulated host (1-4096)."),
+    tds: int = typer.Option(None, "--tds", metavar="K", help="TDs to build and run before the update (default 4; 0 with --firmware real)."),
+    from_: str = typer.Option(None, "--from", metavar="VERSION", help="Module the host boots with (version). Default: 1.5.06."),
+    to: str = typer.Option(None, "--to", metavar="VERSION|FILE", help="Module to install: a version, or a v1 blob / v2 image file."),
     module_version: str = typer.Option(None, "--module-version", metavar="X.Y.Z",
                                        help="Version of the --to FILE when it does not state it (a renamed "
                                             "1.5 file: its binary carries no update number)."),
-    catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
-    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving of the emulated CPUs."),
+    catalog: str = typer.Option(None, "--catalog", metavar="DIR", help="A directory laid out like Intel's binaries repository."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Fixes the interleaving of the emulated CPUs."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Use synthetic test-signed modules even when Intel's are at hand."),
     kernel: str = kernel_option(),
@@ -34,11 +34,13 @@ def demo(
     timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Boot a host running a module, start TDs, update the module in place, show what survived.
+    """Update a running host's module in place; show what survived.
 
     With no catalog, Intel's real releases are used when they sit beside the repository
     (../shared/fixtures/intel-tdx-module-binaries, or $TDXSEAM_INTEL_BINARIES): 1.5.06 -> 1.5.13.
     Otherwise synthetic modules signed with the test key: 1.5.06 -> 1.5.08.
+
+    Exit codes: 0 updated, TDs preserved; 1 the update failed; 2 bad arguments; 3 a module file is unreadable.
     """
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
@@ -74,10 +76,16 @@ def demo(
     show = None
     bar = None
     if not as_json and sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        from tdxseam.cli.output import raw
+
+        # rich draws with escape sequences of its own: on the terminal itself, not through the
+        # escaping stream (its text is the emulator's states, nothing from a file)
         bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("CPUs acked, status {task.fields[status]}"), transient=True)
+                       TextColumn("CPUs acked, status {task.fields[status]}"), transient=True,
+                       console=Console(file=raw(sys.stderr)))
         job = bar.add_task("lockstep", total=cpus, status="idle")
         seen: list[str] = []
 
@@ -113,6 +121,8 @@ def demo(
         print(json.dumps({k: out[k] for k in keys} | {"details": {k: v for k, v in out.items() if k not in keys}},
                          sort_keys=True))
     else:
+        for n in r.notes:
+            print(f"note: {n}")
         print(f"emulated host: {r.cpus} CPUs, seed {r.seed}")
         print(f"running module:   {r.version_before}  ({r.from_module})")
         print(f"  identity:       {r.from_identity['summary']}")

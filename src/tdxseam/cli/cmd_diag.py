@@ -19,19 +19,21 @@ def _read_stdin() -> str:
 
 @app.command()
 def explain(
-    text: list[str] = typer.Argument(None, metavar="[TEXT...|-]",
+    text: list[str] = typer.Argument(None, metavar="CODE|LINE|-",
                                      help="Status codes, leaf numbers or names, field ids (status=V, leaf=V, "
                                           "field=V to say which), or kernel log lines; - or nothing: "
                                           "read a kernel log from stdin."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Explain TDX status codes, SEAMCALL leaves, metadata field ids and kernel log lines.
+    """Name TDX codes and explain kernel log lines.
 
-    For each `SEAMCALL (0x...) failed: 0x...` line (with the register lines after it) and each
+    Explains TDX status codes, SEAMCALL leaves, metadata field ids and kernel log lines. For each `SEAMCALL (0x...) failed: 0x...` line (with the register lines after it) and each
     other TDX or P-SEAMLDR line it knows: the leaf and which firmware answers it, the status with
     its class and details, the errno the kernel made of it, what it means at that point of boot or
-    update, usual causes and what to do. Exit 0 when everything was recognised; 1 when some code is
-    in no published table or the text holds no TDX line.
+    update, usual causes and what to do.
+
+    Exit codes: 0 everything was recognised; 1 some code is in no published table, or the text
+    holds no TDX line; 2 bad arguments.
     """
     from tdxseam.tool.explain import explain_args, explain_log, summary
 
@@ -64,12 +66,14 @@ def doctor(
                                         help="Also trust this public key when judging releases (test keys)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Check a TDX host: one line per check with its verdict (ok, warn, fail, unknown) and the fix.
+    """Check a TDX host: a verdict and a fix per check.
 
-    Checks the tdx_host files, the tdx_module upload, module and P-SEAMLDR versions, remaining
+    One line per check with its verdict (ok, warn, fail, unknown) and the fix. Checks the tdx_host files, the tdx_module upload, module and P-SEAMLDR versions, remaining
     updates, the newest applicable release (with --catalog), TDX CPU flags, online CPUs, every TDX
     line of the kernel log, and, where /dev/cpu/0/msr is readable, SEAMRR and the KeyID split.
-    Exit 0 when nothing fails, 1 otherwise.
+
+    Exit codes: 0 nothing fails; 1 a check fails; 2 bad arguments; 3 the catalog or the --dmesg
+    file is unreadable.
     """
     import os
 

@@ -9,6 +9,7 @@ TDX host. SIGINT or SIGTERM unmounts; an update in flight first runs to its end.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -40,12 +41,22 @@ def _boot_module(spec: str, option, mapping, probe):
     from tdxseam.formats.releases import known_version
     from tdxseam.host import DeclaredModule
 
-    path = Path(spec)
-    if path.exists() or "/" in spec or spec.endswith((".blob", ".bin", ".img", ".so")):
+    from tdxseam.formats.files import FileError, read_file
+    from tdxseam.formats.image import MODULE_FILE_MAX_SIZE
+
+    def read(p: Path) -> bytes:
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise exits.CliError(f"--module {spec}: {e.strerror or e}", exits.BAD_INPUT) from None
+            return read_file(p, MODULE_FILE_MAX_SIZE, "a TDX module file")
+        except FileError as e:
+            raise exits.CliError(f"--module {e}", exits.BAD_INPUT) from None
+
+    if not spec.strip():
+        raise exits.CliError("--module: empty; give a version or a module file", exits.USAGE)
+    path = Path(spec)
+    if os.path.lexists(path) or "/" in spec or spec.endswith((".blob", ".bin", ".img", ".so")):
+        data = read(path)
+        if not data:
+            raise exits.CliError(f"--module {spec}: the file is empty", exits.BAD_INPUT)
         sig = path.with_name(path.name + ".sigstruct")
         if not sig.exists() and path.suffix == ".so":
             sig = path.with_suffix(".sigstruct")
@@ -54,7 +65,7 @@ def _boot_module(spec: str, option, mapping, probe):
         from tdxseam.formats.sigstruct import Sigstruct
 
         if data[:4] == b"\x7fELF" and sig.exists():
-            boot = (sig.read_bytes(), data)
+            boot = (read(sig), data)
             sigstruct, body = boot
         else:
             boot = data
@@ -108,7 +119,7 @@ def _identify(module: str, module_version: str | None, catalog: str | None):
 def emulate(
     mount: Path = typer.Option(..., "--mount", metavar="DIR",
                                help="Directory to serve the emulated host's / at (FUSE)."),
-    cpus: int = typer.Option(8, "--cpus", help="Logical CPUs of the emulated host (1-4096)."),
+    cpus: int = typer.Option(8, "--cpus", metavar="N", help="Logical CPUs of the emulated host (1-4096)."),
     module: str = typer.Option("1.5.06", "--module", metavar="VERSION|FILE",
                                help="TDX module the firmware loads at boot: a version (synthetic, "
                                     "test-signed) or a v1 blob / v2 image / .so+.sigstruct file."),
@@ -120,8 +131,8 @@ def emulate(
                                      "SEAMHASH), so an update to one of them reports its full version. "
                                      "Default: the catalog the --module FILE sits in, if any."),
     seamldr: str = typer.Option("1.5.00", "--seamldr", metavar="VERSION", help="P-SEAMLDR version."),
-    tds: int = typer.Option(0, "--tds", help="TDs to create and run before serving."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the emulated machine's scheduler and memory."),
+    tds: int = typer.Option(0, "--tds", metavar="K", help="TDs to create and run before serving."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seeds the emulated machine's scheduler and memory."),
     erratum: bool = typer.Option(False, "--erratum",
                                  help="CPUs with the SEAMRET-invalidates-VMCS erratum (the kernel then "
                                       "hides the update interface)."),
@@ -144,7 +155,7 @@ def emulate(
     as_json: bool = typer.Option(False, "--json", help="Print the ready and stopped lines as JSON."),
     debug: bool = typer.Option(False, "--fuse-debug", hidden=True),
 ) -> None:
-    """Serve an emulated TDX host's sysfs and /proc files at DIR until SIGINT or SIGTERM.
+    """Serve an emulated TDX host's /sys and /proc at DIR (FUSE).
 
     Start it in the background and use DIR as a TDX host's /: write 1 to
     DIR/sys/class/firmware/tdx_module/loading, the image to .../data, 0 to .../loading, poll
@@ -152,10 +163,11 @@ def emulate(
     DIR/sys/devices/faux/tdx_host/version. Modes, owners and errnos are the kernel's, for every
     user (the mount allows other users when permitted). A line on stdout says when the files are
     ready; the last line gives the final state (module version, last upload, TDs).
+
+    Exit codes: 0 stopped by SIGINT/SIGTERM; 1 cannot mount, the host did not boot, or the model reported errors; 2 bad arguments; 3 a --module file is unreadable.
     """
     check_kernel(kernel)
-    if step_delay < 0:
-        raise exits.CliError("--step-delay must not be negative", exits.USAGE)
+    exits.check_seconds("--step-delay", step_delay, zero_ok=True, hi=60.0)
     if not 1 <= cpus <= 4096:
         raise exits.CliError(f"--cpus must be between 1 and 4096, not {cpus}", exits.USAGE)
     if not 0 <= tds <= 63:
@@ -201,7 +213,6 @@ def emulate(
     reason = fuse_unavailable_reason()
     if reason:
         raise exits.CliError(f"cannot mount: {reason}")
-
     from dataclasses import replace
 
     from tdxseam.host import BootError
@@ -285,25 +296,29 @@ def emulate(
     tds_at_boot = emu.on_machine(lambda: td_snapshot(emu.host.fw))
 
     def state() -> dict:
-        def read(path: str) -> str | None:
+        """The host's state, one JSON type per key: a value or null, and `<key>_error` beside it
+        (null when the read worked)."""
+        out: dict = {"mount": mountpoint, "cpus": cpus}
+
+        def read(key: str, path: str, conv=str) -> None:  # noqa: ANN001
             try:
-                return tree.read_text(path).strip()
+                text = tree.read_text(path).strip()
+                out[key], out[f"{key}_error"] = conv(text), None
             except OSError as e:
-                return f"error: {os.strerror(e.errno)}" if e.errno else "error"
+                name = errno.errorcode.get(e.errno or 0, "EIO")
+                out[key], out[f"{key}_error"] = None, f"{name}: {os.strerror(e.errno or errno.EIO)}"
+            except ValueError:
+                out[key], out[f"{key}_error"] = None, f"not a number: {text!r}"
 
         fw = emu.on_machine(lambda: tree.fw)
         mod = emu.on_machine(lambda: emu.host.fw.module)
-        out = {
-            "mount": mountpoint,
-            "cpus": cpus,
-            "module_version": read(f"{TDX_HOST}/version"),
-            # what the emulated module knows about itself, and where each fact came from
-            "module_identity": mod.build.to_json() if mod is not None and mod.build is not None else None,
-            "runtime_update": fw is not None,
-        }
+        read("module_version", f"{TDX_HOST}/version")
+        # what the emulated module knows about itself, and where each fact came from
+        out["module_identity"] = mod.build.to_json() if mod is not None and mod.build is not None else None
+        out["runtime_update"] = fw is not None
         if fw is not None:
-            out["seamldr_version"] = read(f"{TDX_HOST}/seamldr_version")
-            out["num_remaining_updates"] = read(f"{TDX_HOST}/num_remaining_updates")
+            read("seamldr_version", f"{TDX_HOST}/seamldr_version")
+            read("num_remaining_updates", f"{TDX_HOST}/num_remaining_updates", int)
             hist = emu.on_machine(lambda: list(fw.history))
             out["uploads"] = len(hist)
             if hist:
@@ -327,12 +342,15 @@ def emulate(
         else:
             print(text, flush=True)
 
+    def shown(s: dict, key: str) -> str:
+        return str(s[key]) if s[key] is not None else f"unreadable ({s[key + '_error']})"
+
     def ready() -> None:
         s = state()
-        parts = [f"{cpus} CPUs", f"TDX module {s['module_version']}", f"{s['tds']} TDs"]
+        parts = [f"{cpus} CPUs", f"TDX module {shown(s, 'module_version')}", f"{s['tds']} TDs"]
         if s["runtime_update"]:
-            parts.append(f"P-SEAMLDR {s['seamldr_version']}")
-            parts.append(f"{s['num_remaining_updates']} updates left")
+            parts.append(f"P-SEAMLDR {shown(s, 'seamldr_version')}")
+            parts.append(f"{shown(s, 'num_remaining_updates')} updates left")
         else:
             parts.append("no runtime update (interface hidden)")
         if s["module_identity"] and not as_json:  # the JSON line carries it as a field
@@ -363,7 +381,7 @@ def emulate(
     if mi.get("gaps"):  # an update to a binary nobody identified: say what the model lacked
         lost += (f"; the emulated module was not told its {' and '.join(mi['gaps'])}: give "
                  "emulate --catalog DIR holding the release")
-    say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {s['module_version']}"
+    say("stopped", f"tdxseam: unmounted {mountpoint} {how}{ran}; TDX module {shown(s, 'module_version')}"
                    f"{last}; {s['tds']} TDs{lost}",
         {"signal": _signame(signum), "update_in_flight": in_flight, **s})
     if s.get("model_errors"):

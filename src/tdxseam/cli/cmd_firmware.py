@@ -15,7 +15,7 @@ import typer
 
 from tdxseam.cli import app, exits
 
-firmware_app = typer.Typer(help="Run Intel's TDX module binaries on the emulated CPU (needs tdxseam[real]).",
+firmware_app = typer.Typer(help="Intel's module binaries on the emulated CPU (tdxseam[real]).",
                            no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(firmware_app, name="firmware")
 
@@ -93,12 +93,18 @@ def _describe(r) -> str:
 
 @firmware_app.command()
 def probe(
-    files: list[Path] = typer.Argument(..., help="Module images (v1 blob, v2 image) or module ELFs."),
-    lps: int = typer.Option(4, "--lps", min=1, max=64, help="Logical CPUs of the emulated platform."),
-    seed: int = typer.Option(0, "--seed", help="Seeds RDRAND/RDSEED and the loader's ASLR."),
+    files: list[Path] = typer.Argument(..., metavar="FILE...", help="Module images (v1 blob, v2 image) or module ELFs."),
+    lps: int = typer.Option(4, "--lps", min=1, max=64, metavar="N", help="Logical CPUs of the emulated platform (1-64)."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seeds RDRAND/RDSEED and the loader's ASLR."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file."),
 ) -> int:
-    """Boot each binary (SYS.INIT, LP.INIT on every LP, SYS.RD) and print what it reports."""
+    """Boot each binary and print what it reports.
+
+    Runs SYS.INIT, LP.INIT on every LP and SYS.RD on Intel's code under the CPU emulator.
+
+    Exit codes: 0 every file booted; 1 a module failed or stopped; 2 bad arguments, or the `real`
+    extra is missing; 3 a file is unreadable or not a module.
+    """
     require_engine()
     from tdxseam.seam.real.probe import probe_module
 
@@ -127,17 +133,24 @@ def probe(
 
 @firmware_app.command()
 def compare(
-    from_: str = typer.Option(None, "--from", help="Release the host boots with (default 1.5.06)."),
-    to: str = typer.Option(None, "--to", help="Release it updates to (default 1.5.13)."),
-    cpus: int = typer.Option(4, "--cpus", min=2, max=64, help="Logical CPUs of the emulated host."),
-    catalog: str = typer.Option(None, "--catalog", help="A directory laid out like Intel's binaries repository."),
-    seed: int = typer.Option(0, "--seed", help="Fixes the interleaving (the same for both runs)."),
+    from_: str = typer.Option(None, "--from", metavar="VERSION", help="Release the host boots with (default 1.5.06)."),
+    to: str = typer.Option(None, "--to", metavar="VERSION", help="Release it updates to (default 1.5.13)."),
+    cpus: int = typer.Option(4, "--cpus", min=2, max=64, metavar="N", help="Logical CPUs of the emulated host (2-64)."),
+    catalog: str = typer.Option(None, "--catalog", metavar="DIR", help="A directory laid out like Intel's binaries repository."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Fixes the interleaving (the same for both runs)."),
     raise_handoff_hv: int = typer.Option(0, "--raise-handoff-hv", min=0, max=0xFFFF, metavar="N",
                                          help="Fault: add N to the handoff header's version before "
                                               "TDH.SYS.UPDATE (after the P-SEAMLDR checked it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> int:
-    """Boot and update twice, on the Python model and on Intel's binaries; compare every SEAMCALL."""
+    """The model against Intel's binaries, SEAMCALL by SEAMCALL.
+
+    Boots and updates twice, on the Python model and on Intel's binaries, and compares every
+    TDX-module SEAMCALL's status and outputs, naming each known difference.
+
+    Exit codes: 0 no unexplained difference; 1 an unexplained one; 2 bad arguments, or the `real`
+    extra is missing; 3 a release is missing from the catalog or unreadable.
+    """
     require_engine()
     from tdxseam.demo import DemoError
     from tdxseam.firmware_compare import compare_firmware

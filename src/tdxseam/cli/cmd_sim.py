@@ -23,6 +23,7 @@ from tdxseam.cli.options import check_kernel, kernel_option
 sim_app = typer.Typer(
     name="sim",
     help="Deterministic simulation testing: seeded scenarios, faults, invariants, replay, exploration.",
+    short_help="Seeded simulation of the update: run, replay, campaign.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,6 +31,9 @@ sim_app = typer.Typer(
 )
 app.add_typer(sim_app, name="sim")
 
+MAX_RUNS = 10**12  # seeds are generated as they are run, so this bounds time, not memory
+MAX_JOBS = 1024
+SHOWN_FAILURES = 10  # a failing campaign prints this many replay lines, then a count
 _MUTATE_HELP = "Switch the host kernel to a planted bug (repeatable; see `tdxseam sim mutations`)."
 _CPUS_HELP = "Host size (1-4096); default: drawn from the seed (2-8)."
 _SCHED_HELP = "How the scheduler draws: random (seeded) or pct (priority change points)."
@@ -65,22 +69,24 @@ def _print_result(r, as_json: bool, *, trace: bool, extra: dict | None = None) -
 
 
 def _load_scenario(path: Path):
-    from tdxseam.sim.scenario import Scenario
+    """A scenario file through the one reader: a regular file, bounded."""
+    from tdxseam.formats.files import FileError, read_file
+    from tdxseam.sim.scenario import SCENARIO_MAX_SIZE, Scenario
 
     try:
-        return Scenario.loads(path.read_text())
-    except OSError as e:
-        raise exits.CliError(f"{path}: {e.strerror or e}", exits.BAD_INPUT) from None
+        return Scenario.loads(read_file(path, SCENARIO_MAX_SIZE, "a scenario file"))
+    except FileError as e:
+        raise exits.CliError(str(e), exits.BAD_INPUT) from None
     except (ValueError, TypeError, KeyError) as e:
         raise exits.CliError(f"{path}: not a scenario: {e}", exits.BAD_INPUT) from None
 
 
 @sim_app.command("run")
 def sim_run(
-    seed: int = typer.Option(0, "--seed", help="The seed: it fixes the scenario and the interleaving."),
-    cpus: int = typer.Option(None, "--cpus", help=_CPUS_HELP),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="The seed: it fixes the scenario and the interleaving."),
+    cpus: int = typer.Option(None, "--cpus", metavar="N", help=_CPUS_HELP),
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
-    schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
+    schedule: str = typer.Option("random", "--schedule", metavar="random|pct", help=_SCHED_HELP),
     scenario: Path = typer.Option(None, "--scenario", metavar="FILE",
                                   help="Run this scenario (JSON, e.g. from `sim replay --shrink-out`) instead of generating one."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the report."),
@@ -89,9 +95,13 @@ def sim_run(
     timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Generate the scenario of --seed, run it with every invariant checked, report; exit 1 on a violation.
+    """One seeded scenario, every invariant checked.
 
-    A --scenario file carries its own kernel profile; --kernel applies to generated scenarios."""
+    Generate the scenario of --seed, run it with every invariant checked, report. A --scenario
+    file carries its own kernel profile; --kernel applies to generated scenarios.
+
+    Exit codes: 0 no violation; 1 a violation; 2 bad arguments; 3 the --scenario file is unreadable or not a scenario.
+    """
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
     outputs.wanted(trace_out, timeline_out)
@@ -114,10 +124,10 @@ def sim_run(
 
 @sim_app.command("replay")
 def sim_replay(
-    seed: int = typer.Argument(..., help="The seed to run again."),
-    cpus: int = typer.Option(None, "--cpus", help="The --cpus the seed ran with, if any."),
+    seed: int = typer.Argument(..., metavar="SEED", help="The seed to run again."),
+    cpus: int = typer.Option(None, "--cpus", metavar="N", help="The --cpus the seed ran with, if any."),
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
-    schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
+    schedule: str = typer.Option("random", "--schedule", metavar="random|pct", help=_SCHED_HELP),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace (identical on every replay)."),
     do_shrink: bool = typer.Option(False, "--shrink", help="Shrink a failing scenario to a smaller one that still fails."),
     shrink_out: Path = typer.Option(None, "--shrink-out", metavar="FILE",
@@ -127,7 +137,12 @@ def sim_replay(
     timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte."""
+    """Run a seed again, byte for byte; shrink a failure.
+
+    Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte.
+
+    Exit codes: 0 no violation; 1 a violation (or --shrink of a seed that passes); 2 bad arguments.
+    """
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
     outputs.wanted(trace_out, timeline_out)
@@ -143,7 +158,15 @@ def sim_replay(
             f"{s.original.size()} -> {s.scenario.size()} ({s.runs} runs), still fails with {s.kind}: "
             + s.scenario.dumps())
         if shrink_out is not None:
-            shrink_out.write_text(json.dumps(s.scenario.to_json(), indent=2, sort_keys=True) + "\n")
+            from tdxseam.formats.files import FileError, OutputRefused, write_file
+
+            try:
+                write_file(shrink_out, (json.dumps(s.scenario.to_json(), indent=2, sort_keys=True) + "\n").encode(),
+                           replace=True)
+            except OutputRefused as e:
+                raise exits.CliError(f"--shrink-out {e}", exits.USAGE) from None
+            except FileError as e:
+                raise exits.CliError(f"--shrink-out {e}", exits.BAD_INPUT) from None
             extra["shrunk_run"] = f"tdxseam sim run --scenario {shrink_out}" + "".join(
                 f" --mutate {m}" for m in muts)
     _print_result(r, as_json, trace=trace, extra=extra)
@@ -164,40 +187,51 @@ def _write_outputs(r, command: str, trace_out: Path | None, timeline_out: Path |
 
 @sim_app.command("campaign")
 def sim_campaign(
-    runs: int = typer.Option(1000, "--runs", help="How many seeds."),
-    jobs: int = typer.Option(None, "--jobs", help="Worker processes (default: every CPU)."),
-    seed: int = typer.Option(0, "--seed", help="First seed; seeds are SEED .. SEED+RUNS-1."),
-    cpus: int = typer.Option(None, "--cpus", help=_CPUS_HELP),
+    runs: int = typer.Option(1000, "--runs", metavar="K", help="How many seeds."),
+    jobs: int = typer.Option(None, "--jobs", metavar="J", help="Worker processes (default: every CPU)."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="First seed; seeds are SEED .. SEED+RUNS-1."),
+    cpus: int = typer.Option(None, "--cpus", metavar="N", help=_CPUS_HELP),
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
-    schedule: str = typer.Option("random", "--schedule", help=_SCHED_HELP),
+    schedule: str = typer.Option("random", "--schedule", metavar="random|pct", help=_SCHED_HELP),
     stop_at_first: bool = typer.Option(False, "--stop-at-first", help="Stop once the lowest failing seed is known."),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray: a cluster (--ray-address) or a local instance of --jobs CPUs (needs tdxseam[ray])."),
-    ray_address: str = typer.Option(None, "--ray-address", metavar="ADDR",
+    ray_address: str = typer.Option(None, "--ray-address", metavar="HOST:PORT",
                                     help="With --ray: the cluster's address, e.g. HEAD:6379 (default: start a local instance)."),
     kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (runs, violations, failing_seeds, seconds, ...)."),
 ) -> None:
-    """Run many seeds in parallel; print the summary, the coverage table and every failing seed
-    with its replay command."""
+    """Many seeds in parallel; failing seeds with replay lines.
+
+    Run many seeds in parallel; print the summary, the coverage table and the first failing seeds
+    with their replay command.
+
+    Exit codes: 0 no violation and every `sometimes` outcome reached; 1 a violation, or a long
+    generated campaign that never reached one; 2 bad arguments (an unreachable --ray-address
+    too).
+    """
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
-    if runs < 0:
-        raise exits.CliError("--runs must not be negative", exits.USAGE)
-    if jobs is not None and jobs < 1:
-        raise exits.CliError("--jobs must be at least 1", exits.USAGE)
+    exits.check_range("--runs", runs, 0, MAX_RUNS)
+    if jobs is not None:
+        exits.check_range("--jobs", jobs, 1, MAX_JOBS)
     from tdxseam.sim.campaign import CampaignError, RayUnreachable, ray_available, run_campaign
-    from tdxseam.sim.progress import ProgressLine
+    from tdxseam.sim.progress import format_status
 
     if ray_address is not None and not ray:
         raise exits.CliError("--ray-address needs --ray", exits.USAGE)
     if ray and not ray_available():
         raise exits.CliError("--ray needs the ray package: pip install 'tdxseam[ray]'", exits.USAGE)
-    bar = ProgressLine(sys.stderr)  # a terminal only: silent in pipes and logs
+    from tdxseam.cli.progress import Progress
+
+    bar = Progress("campaign", "runs")  # a terminal only: silent in pipes and logs
+
+    def show(st) -> None:  # noqa: ANN001
+        bar.show(lambda now: format_status(st), final=st.done >= st.total)
+
     try:
         res = run_campaign(runs, jobs=jobs, seed=seed, cpus=cpus, mutations=muts, schedule=schedule,
                            stop_at_first=stop_at_first, backend="ray" if ray else "process",
-                           ray_address=ray_address, kernel=kernel,
-                           progress=bar if bar.enabled else None)
+                           ray_address=ray_address, kernel=kernel, progress=show if bar.enabled else None)
     except RayUnreachable as e:
         raise exits.CliError(str(e), exits.USAGE) from None
     except CampaignError as e:  # a batch kept losing its worker
@@ -218,11 +252,11 @@ def sim_campaign(
             print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(res.kinds.items())))
         if res.seeds_to_catch is not None and muts:
             print(f"first caught after {res.seeds_to_catch} seed(s)")
-        for f in res.failing[:50]:
-            print(f"  seed {f.seed}: [{f.kind}] {f.message}")
-            print(f"    replay: {f.replay}")
-        if len(res.failing) > 50:
-            print(f"  ... and {len(res.failing) - 50} more failing seeds (--json lists them all)")
+        for f in res.failing[:SHOWN_FAILURES]:
+            print(f"  {f.replay}  # [{f.kind}] {f.message}")
+        if len(res.failing) > SHOWN_FAILURES:
+            print(f"  ... and {len(res.failing) - SHOWN_FAILURES} more failing seed(s) "
+                  f"({len(res.failing)} in all; --json lists them)")
         for line in res.coverage_lines():
             print(line)
         rate = res.runs / res.seconds if res.seconds else 0.0
@@ -233,11 +267,11 @@ def sim_campaign(
 
 @sim_app.command("explore")
 def sim_explore(
-    cpus: int = typer.Option(2, "--cpus", help="Host size; exhaustive exploration is for 2 or 3 CPUs."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the host (boot) and the run's random parts."),
-    preemptions: int = typer.Option(1, "--preemptions", help="At most this many switches away from a CPU that could go on."),
-    depth: int = typer.Option(400, "--depth", help="Choice points considered per run (later ones take the default)."),
-    max_schedules: int = typer.Option(2000, "--max-schedules", help="Stop after this many runs."),
+    cpus: int = typer.Option(2, "--cpus", metavar="N", help="Host size; exhaustive exploration is for 2 or 3 CPUs."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seeds the host (boot) and the run's random parts."),
+    preemptions: int = typer.Option(1, "--preemptions", metavar="N", help="At most this many switches away from a CPU that could go on."),
+    depth: int = typer.Option(400, "--depth", metavar="N", help="Choice points considered per run (later ones take the default)."),
+    max_schedules: int = typer.Option(2000, "--max-schedules", metavar="N", help="Stop after this many runs."),
     reader: bool = typer.Option(True, "--reader/--no-reader", help="A sysfs reader of seamldr_version races the update."),
     fault: str = typer.Option(None, "--fault", metavar="SPEC", help="A fault rule, e.g. P_SEAMLDR_INSTALL@1=EBADSIG."),
     mutate: list[str] = typer.Option([], "--mutate", metavar="NAME", help=_MUTATE_HELP),
@@ -249,11 +283,19 @@ def sim_explore(
     kernel: str = kernel_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Run one small update scenario under every schedule within the bounds; report how many."""
+    """Every schedule of a small update, within bounds.
+
+    Run one small update scenario under every schedule within the bounds; report how many.
+
+    Exit codes: 0 no violation; 1 a violation; 2 bad arguments.
+    """
     muts = _check(cpus, mutate, "random")
     check_kernel(kernel)
     if not 1 <= cpus <= 8:
         raise exits.CliError("explore is for small hosts: --cpus 1..8", exits.USAGE)
+    exits.check_range("--preemptions", preemptions, 0, 64)
+    exits.check_range("--depth", depth, 0, 1_000_000)
+    exits.check_range("--max-schedules", max_schedules, 1, 100_000_000)
     from tdxseam.seam.faults import FaultSpecError, parse_fault_spec
     from tdxseam.sim.scenario import tiny
     from tdxseam.sim.schedules import explore, parse_compact, run_schedule
@@ -278,7 +320,14 @@ def sim_explore(
         if r.violations:
             raise typer.Exit(exits.FAILED)
         return
-    ex = explore(sc, mutations=muts, preemptions=preemptions, depth=depth, max_schedules=max_schedules)
+    from tdxseam.cli.progress import Progress
+
+    bar = Progress("explore", "schedules (at most)")
+    try:
+        ex = explore(sc, mutations=muts, preemptions=preemptions, depth=depth, max_schedules=max_schedules,
+                     progress=bar if bar.enabled else None)
+    finally:
+        bar.close()
     if as_json:
         print(json.dumps(ex.to_json() | {"seed": seed, "cpus": cpus, "preemptions": preemptions, "depth": depth,
                                          "mutations": list(muts)}, sort_keys=True))
@@ -299,7 +348,12 @@ def sim_explore(
 
 @sim_app.command("mutations")
 def sim_mutations(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """The planted bugs `--mutate NAME` switches on, each one a broken variant of the host code."""
+    """The planted bugs --mutate can switch on.
+
+    The planted bugs `--mutate NAME` switches on, each one a broken variant of the host code.
+
+    Exit codes: 0 always.
+    """
     from tdxseam.kernel.kernel import MUTATIONS
 
     if as_json:

@@ -46,8 +46,10 @@ def verify(
     """Verify module files offline, naming every failure.
 
     Checks format, checksum, signature, signing key, SEAMHASH, debug bit, CPUID table, SVN and
-    version. Exit 0 only if every file passes; 1 if any fails; 3 if a file cannot be read, or its
-    identity is contradictory or unknown (--module-version supplies a renamed file's).
+    version.
+
+    Exit codes: 0 every file passes; 1 a file fails; 2 bad arguments; 3 a file cannot be read, or
+    its identity is contradictory or unknown (--module-version supplies a renamed file's).
     """
     with _tool_errors():
         from tdxseam.tool.verify import verify_module
@@ -94,6 +96,8 @@ def mrseam(
 
     MRSEAM, MRSIGNERSEAM and TEE_TCB_SVN a TD quote carries once the module runs. Values come from the file itself; a file that fails verification is still shown, marked,
     and makes the exit code 1 (a host would refuse to load it).
+
+    Exit codes: 0 every file verifies; 1 a file fails verification; 2 bad arguments; 3 a file is unreadable.
     """
     with _tool_errors():
         from tdxseam.tool.mrseam import measurement_json
@@ -141,8 +145,11 @@ def plan(
     """Judge every release for this host, with reasons.
 
     Reads the host, applies every rule to every release in the catalog and marks the one
-    `update` would install. Exit 0: a release would be installed; 10: up to date; 11: newer releases all refused;
-    12: the host cannot take an update now.
+    `update` would install.
+
+    Exit codes: 0 a release would be installed; 2 bad arguments; 3 the catalog or a file is unreadable;
+    10 up to date; 11 newer releases all refused; 12 the host cannot take an update now; 17 not a
+    TDX host, or its files cannot be read.
     """
     code = run_plan(catalog, sysfs_root, trust_key, allow_debug, ignore_strict_compat, verbose, as_json)
     if code:
@@ -177,9 +184,11 @@ class _ProgressPrinter:
             return
         self.last = key
         if self.tty:
-            print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+            from tdxseam.cli.output import escape, raw
+
+            print(f"\r\033[K{escape(text)}", end="", file=raw(sys.stderr), flush=True)
             if p.phase == "done":
-                print(file=sys.stderr)
+                print(file=raw(sys.stderr))
         else:
             print(text, file=sys.stderr)
 
@@ -209,16 +218,22 @@ def update(
     timeout: float = typer.Option(30.0, "--timeout", metavar="SECONDS", help="How long to wait for status idle."),
     history_file: str = typer.Option(None, "--history", metavar="PATH",
                                      help="History log (default $TDXSEAM_HISTORY or /var/lib/tdxseam/history.jsonl)."),
+    lock_file: str = typer.Option(None, "--lock", metavar="PATH",
+                                  help="Update lock, so two runs never interleave (default $TDXSEAM_LOCK or "
+                                       "/run/tdxseam/update.lock)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (needs --yes or --dry-run)."),
 ) -> None:
     """Install a TDX module update through sysfs.
 
     Installs the release plan selects (or the one named), converted to the image the host's
-    kernel takes. Exit codes: 0 updated (or dry run), 10 up to date, 11 refused, 12 blocked, 13 upload failed,
-    14 module lost, 15 timeout, 16 version mismatch, 17 host unreadable, 18 declined.
+    kernel takes, under an exclusive lock; `data` is read back before the kernel is told to go.
+
+    Exit codes: 0 updated (or dry run); 2 bad arguments; 3 the catalog or a file is unreadable; 10 up to
+    date; 11 refused; 12 blocked (also: another update holds the lock); 13 upload failed (also: `data`
+    read back differs, cancelled); 14 module lost; 15 timeout; 16 version mismatch; 17 host unreadable;
+    18 declined.
     """
-    if timeout <= 0:
-        raise exits.CliError(f"--timeout must be positive, not {timeout:g}", exits.USAGE)
+    exits.check_seconds("--timeout", timeout)
     interactive = not dry_run and not yes
     if interactive and (as_json or not sys.stdin.isatty()):
         raise exits.CliError("confirm with --yes (or use --dry-run): "
@@ -226,6 +241,7 @@ def update(
     with _tool_errors():
         from tdxseam.tool.history import history_path
         from tdxseam.tool.hostinfo import SysfsRoot
+        from tdxseam.tool.lock import lock_path
         from tdxseam.tool.plan import PlanOptions
         from tdxseam.tool.update import UpdateOptions, run_update
 
@@ -234,7 +250,7 @@ def update(
                             _module_version(module_version))
         uopts = UpdateOptions(dry_run=dry_run, timeout=timeout, confirm=_confirm if interactive else None,
                               progress=None if as_json else _ProgressPrinter(),
-                              history=history_path(history_file))
+                              history=history_path(history_file), lock=lock_path(lock_file))
         res = run_update(SysfsRoot(sysfs_root), cat, target, popts, uopts)
     code = _UPDATE_CODE[res.outcome.value]
     if as_json:
@@ -268,6 +284,8 @@ def convert(
     """Write a module as a v2 (0x200) update image.
 
     The v2 image is what the merged kernel (Linux 7.2+) takes; --format v1 writes Intel's blob.
+
+    Exit codes: 0 written; 2 bad arguments, or OUT exists (without --force) or is not a regular file; 3 IN is unreadable or not a module, or OUT cannot be written.
     """
     with _tool_errors():
         from tdxseam.tool.convert import convert_file
@@ -290,7 +308,10 @@ def history(
     last: int = typer.Option(0, "--last", metavar="N", help="Only the last N records (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of records."),
 ) -> None:
-    """Show the update history."""
+    """Show the update history.
+
+    Exit codes: 0 shown; 2 bad arguments; 3 the log is unreadable.
+    """
     if last < 0:
         raise exits.CliError("--last must not be negative", exits.USAGE)
     with _tool_errors():

@@ -24,6 +24,22 @@ INTERNAL = 70  # a bug in tdxseam (EX_SOFTWARE); set TDXSEAM_DEBUG=1 for the tra
 INTERRUPTED = 130
 
 
+def check_range(option: str, value: int, lo: int, hi: int, why: str = "") -> None:
+    """A count outside [lo, hi] is a usage error naming the option and its bounds."""
+    if not lo <= value <= hi:
+        raise CliError(f"{option} must be between {lo} and {hi}{why}, not {value}", USAGE)
+
+
+def check_seconds(option: str, value: float, *, zero_ok: bool = False, hi: float = 86400.0) -> None:
+    """A duration must be a finite number of seconds (NaN compares false with everything, so
+    `value <= 0` alone lets it through and a wait on it never ends)."""
+    import math
+
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > hi:
+        raise CliError(f"{option} must be a number of seconds {'from 0' if zero_ok else 'above 0'} up to "
+                       f"{hi:g}, not {value}", USAGE)
+
+
 class CliError(Exception):
     """One clear line for the user, and the exit code that goes with it."""
 

@@ -33,6 +33,11 @@ TDX_IMAGE_VERSION_2 = 0x200
 TDX_BLOB_SIGNATURE = b"TDX-BLOB"
 TDX_IMAGE_MAX_SIZE = PAGE_SIZE * (1 + SEAMLDR_MAX_NR_SIG_PAGES + SEAMLDR_MAX_NR_MODULE_PAGES)
 assert TDX_IMAGE_MAX_SIZE == 2_039_808
+# A v1 blob may put N zero pages before its module (every published blob has N = 0, ~2 MiB); a
+# blob larger than this is refused, so readers know the most they ever need to read.
+V1_MAX_SIZE = 16 << 20
+# The largest module file of any kind: v1 blob, v2 image, .bin or .sigstruct of a pair.
+MODULE_FILE_MAX_SIZE = max(V1_MAX_SIZE, TDX_IMAGE_MAX_SIZE)
 
 CHECKSUM_OFFSET = 2  # same place in v1 and v2
 
@@ -203,6 +208,9 @@ def parse_v1(data: bytes, *, what: str = "v1 blob") -> V1Blob:
     if hdr.length != len(data):
         raise BlobError(what, f"length field is {hdr.length}, file is {len(data)} bytes",
                         code="length", field="length", offset=0x10)
+    if len(data) > V1_MAX_SIZE:
+        raise BlobError(what, f"is {len(data)} bytes, larger than a v1 blob can be ({V1_MAX_SIZE})",
+                        code="length")
     if len(data) < V1_MIN_MODULE_OFFSET:
         raise BlobError(what, f"is {len(data)} bytes, too short for header and sigstruct pages",
                         code="truncated")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tdxseam.formats.errors import MappingError, VersionError
+from tdxseam.formats.files import FileError, read_file
 from tdxseam.formats.version import ModuleVersion
 
 SCHEMA_VERSION = "1.0"
@@ -24,6 +25,8 @@ _OPTIONAL = ("tdx_feature0", "strict_compat_versions")
 _HEADER_KEYS = ("Copyright", "Info", "Version")
 _TOP_KEYS = ("Header", "tdx_module_releases")
 _HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+")
+# Intel's file is ~3 KB for nine releases; a thousand times that is not a mapping file.
+MAPPING_FILE_MAX_SIZE = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class _Parser:
         self.source = source
         self.warnings: list[str] = []
         self.missing_optional: dict[str, list[str]] = {}
+        self.unknown_keys: dict[str, list[str]] = {}  # key -> releases that have it
 
     def fail(self, where: str, detail: str, code: str) -> MappingError:
         return MappingError(self.source, detail, code=code, field=where)
@@ -138,7 +142,7 @@ class _Parser:
             self.missing_optional.setdefault("strict_compat_versions", []).append(str(version))
         extra = {k: raw[k] for k in raw if k not in _REQUIRED + _OPTIONAL}
         for key in sorted(extra, key=str):
-            self.warnings.append(f"{name}.{key}: unknown key")
+            self.unknown_keys.setdefault(str(key), []).append(str(version))
         if td_floor.major_minor != version.major_minor or td_floor > version:
             self.warnings.append(
                 f"{name}: min_module_version_for_td_preserving {td_floor} is not in {version}'s line at or below it"
@@ -162,7 +166,14 @@ class _Parser:
             if r.version in seen:
                 raise self.fail("tdx_module_releases", f"release {r.version} is listed twice", "duplicate")
             seen.add(r.version)
+        # drift is said once per kind: one line per unknown key, one per optional key that some
+        # releases have and others lack (a key no release has is an older file, not drift)
+        for key, versions in sorted(self.unknown_keys.items()):
+            self.warnings.append(f"tdx_module_releases[].{key}: unknown key in {len(versions)} release(s) "
+                                 f"({', '.join(versions)})")
         for key, versions in self.missing_optional.items():
+            if len(versions) == len(releases):
+                continue
             default = "[]" if key == "strict_compat_versions" else "unknown"
             self.warnings.append(f"{key}: missing in {len(versions)} release(s) ({', '.join(versions)}); "
                                  f"treated as {default}")
@@ -183,9 +194,10 @@ def parse_mapping(data: str | bytes | dict, *, source: str = "mapping_file.json"
 
 
 def load_mapping(path: str | Path) -> MappingFile:
+    """Read (formats.files: a regular file, bounded) and parse; FileError or MappingError."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise MappingError(str(path), f"cannot read ({exc.strerror})", code="io") from None
+        data = read_file(path, MAPPING_FILE_MAX_SIZE, "a mapping file")
+    except FileError as exc:
+        raise MappingError(str(path), exc.detail, code="io") from None
     return parse_mapping(data, source=path.name)

@@ -262,6 +262,9 @@ def key_hash_of_modulus(n: int) -> bytes:
     return hashlib.sha384(modulus_bytes(n)).digest()
 
 
+PEM_MAX_SIZE = 64 << 10  # an RSA-3072 key in PEM is ~0.6 KiB public, ~2.5 KiB private
+
+
 def key_hash_from_pem(pem: bytes) -> bytes:
     """Pin value for an RSA-3072 public key in PEM (e.g. `--trust-key`); FormatError if unfit."""
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey

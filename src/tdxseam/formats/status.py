@@ -160,6 +160,11 @@ def status_name(value: int) -> str:
     return decode_status(value).name
 
 
+def status_text(value: int) -> str:
+    """`TDX_SYS_BUSY (0x8000020200000000)`: how a status is shown, the name first, the hex beside."""
+    return f"{status_name(value)} (0x{value & ((1 << 64) - 1):016x})"
+
+
 def decode_status(value: int) -> DecodedStatus:
     """Name any RAX value a SEAMCALL can return; unknown codes are named by their class."""
     value &= (1 << 64) - 1

@@ -93,6 +93,54 @@ def simple_strtol(text: str) -> int:
     return -v if neg else v
 
 
+INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
+_ULLONG_MAX, _LLONG_MAX = (1 << 64) - 1, (1 << 63) - 1
+
+
+def _kstrtoull(s: str) -> tuple[int, int]:
+    """lib/kstrtox.c _kstrtoull(s, 10): decimal digits, one optional trailing newline, nothing else."""
+    n = 0
+    while n < len(s) and "0" <= s[n] <= "9":
+        n += 1
+    if n == 0:
+        return -errno.EINVAL, 0
+    v = int(s[:n])
+    if v > _ULLONG_MAX:
+        return -errno.ERANGE, 0  # overflow is found while parsing, before the tail is looked at
+    rest = s[n:]
+    if rest.startswith("\n"):
+        rest = rest[1:]
+    if rest:
+        return -errno.EINVAL, 0
+    return 0, v
+
+
+def kstrtoint(text: str) -> tuple[int, int]:
+    """The kernel's kstrtoint(s, 10, &v): (0, value), or (-EINVAL or -ERANGE, 0).
+
+    An optional '-' (or one '+'), decimal digits, an optional newline; anything else (spaces, a
+    second sign, "1abc") is -EINVAL, a value outside int is -ERANGE. The store sees the text up
+    to its first NUL, as the kernel's string does.
+    """
+    s = text.split("\0", 1)[0]
+    if s.startswith("-"):
+        err, v = _kstrtoull(s[1:])
+        if err:
+            return err, 0
+        if v > _LLONG_MAX + 1:
+            return -errno.ERANGE, 0
+        v = -v
+    else:
+        err, v = _kstrtoull(s[1:] if s.startswith("+") else s)
+        if err:
+            return err, 0
+        if v > _LLONG_MAX:
+            return -errno.ERANGE, 0
+    if not INT_MIN <= v <= INT_MAX:
+        return -errno.ERANGE, 0
+    return 0, v
+
+
 def kstrtobool(text: str) -> bool | None:
     """The kernel's kstrtobool: None where it would return -EINVAL."""
     if not text:
@@ -138,9 +186,11 @@ class FwUpload:
 
     def loading_store(self, text: str) -> int:
         count = len(text.encode())
+        err, loading = kstrtoint(text)  # parsed before fw_lock is taken: -EINVAL in any state
+        if err:
+            return err
         if self.fw_state in (FwState.DONE, FwState.ABORTED):
-            return count  # silently ignored while an upload is being consumed
-        loading = simple_strtol(text)
+            return count  # silently ignored while an upload is being consumed, or after an abort
         if loading == 1:
             self.buf = bytearray()
             self.size = 0
@@ -152,10 +202,9 @@ class FwUpload:
             return ret if ret else count
         if loading != -1:
             self.k.pr_err("firmware_class: ", f"{self.name}: unexpected value ({loading})")
-        # abort, and make the device usable for the next upload
+        # fw_load_abort(), then fw_state_init() for an fw_upload device: usable again. The paged
+        # buffer is not freed (only `1` and the worker free it): `data` still reads it back.
         self.fw_state = FwState.INIT
-        self.buf = bytearray()
-        self.size = 0
         return count
 
     # ---- data ---------------------------------------------------------------------------------
@@ -174,6 +223,9 @@ class FwUpload:
             return -errno.ENODEV
         end = offset + len(chunk)
         if end > FW_UPLOAD_BUFFER_LIMIT:
+            # fw_realloc_pages() failing calls fw_load_abort(): the state is ABORTED, and
+            # `loading` is ignored from then on (the kernel has no way back for fw_upload)
+            self.fw_state = FwState.ABORTED
             return -errno.ENOMEM
         if end > len(self.buf):
             self.buf.extend(bytes(end - len(self.buf)))

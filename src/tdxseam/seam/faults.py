@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tdxseam.formats.leaves import SeamldrLeaf, TdxLeaf, leaf_name
-from tdxseam.formats.status import SeamldrStatus, TdxStatus
+from tdxseam.formats.status import SeamldrStatus, TdxStatus, status_text
 from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
 
 _ENDS = {"vmfailinvalid": SeamcallEnd.VMFAILINVALID, "gp": SeamcallEnd.GP, "ud": SeamcallEnd.UD}
@@ -34,7 +34,7 @@ class FaultRule:
         what = leaf_name(self.leaf) if self.leaf is not None else "any leaf"
         where = f"cpu{self.cpu}" if self.cpu is not None else "any CPU"
         when = f"call #{self.nth}" if self.nth is not None else "every call"
-        act = self.status if isinstance(self.status, str) else f"0x{self.status:016x}"
+        act = self.status if isinstance(self.status, str) else status_text(self.status)
         return f"{what} on {where}, {when} -> {act}"
 
 

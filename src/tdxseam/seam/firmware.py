@@ -28,7 +28,7 @@ from tdxseam.formats.seamldr_params import (
     SeamldrParams,
 )
 from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
-from tdxseam.formats.status import SeamldrStatus
+from tdxseam.formats.status import SeamldrStatus, status_text
 from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
 from tdxseam.platform.memory import PAGE_SHIFT, PAGE_SIZE
 from tdxseam.seam.layout import (
@@ -131,11 +131,7 @@ class InstallResult:
     def __str__(self) -> str:
         if self.end is not SeamcallEnd.SEAMRET:
             return f"SEAMCALL ended with {self.end.value}"
-        try:
-            name = SeamldrStatus(self.status).name
-        except ValueError:
-            name = f"0x{self.status:016x}"
-        return f"{name} (RDX={self.rdx})"
+        return f"{status_text(self.status)} (RDX={self.rdx})"
 
 
 class SeamFirmware:

@@ -66,9 +66,10 @@ class SeedFailure:
     kind: str
     message: str
     replay: str
+    kinds: dict[str, int] = field(default_factory=dict)  # this seed's violations by kind
 
     def to_json(self) -> dict:
-        return {"seed": self.seed, "violations": self.violations, "kind": self.kind,
+        return {"seed": self.seed, "violation_count": self.violations, "kind": self.kind,
                 "message": self.message, "replay": self.replay}
 
 
@@ -114,7 +115,7 @@ class CampaignResult:
 
     def to_json(self) -> dict:
         return {
-            "runs": self.runs, "violations": self.violations, "failing_seeds": self.failing_seeds,
+            "runs": self.runs, "violation_count": self.violations, "failing_seeds": self.failing_seeds,
             "seconds": round(self.seconds, 3),
             "failing": [f.to_json() for f in self.failing], "first_seed": self.first_seed,
             "mutations": list(self.mutations), "cpus": self.cpus, "schedule": self.schedule,
@@ -203,7 +204,8 @@ class _Tally:
                 self.coverage[name] = self.coverage.get(name, 0) + c
             if "failure" in rec:
                 kind, message, replay = rec["failure"]
-                self.failing.append(SeedFailure(s, rec["violations"], kind, message, replay))
+                self.failing.append(SeedFailure(s, rec["violations"], kind, message, replay,
+                                                dict(rec["kinds"])))
             if self.records is not None:
                 self.records[s] = rec
         if self.progress is not None:
@@ -237,15 +239,20 @@ def run_campaign(runs: int, *, jobs: int | None = None, seed: int = 0, cpus: int
         jobs = max(1, jobs or os.cpu_count() or 1)
         _run_processes(tally, seed, runs, args, stop_at_first, jobs, chunk or CHUNK)
     failing = sorted(tally.failing, key=lambda f: f.seed)
-    total_violations = tally.violations
+    total_violations, kinds, runs_counted = tally.violations, tally.kinds, tally.runs
     if stop_at_first and failing:
+        # the answer is seeds first..low: every count describes that range (seeds past it that ran
+        # in parallel are left out of runs, violations and kinds alike)
+        low = failing[0].seed
         failing = failing[:1]
         total_violations = failing[0].violations
+        kinds = dict(failing[0].kinds)
+        runs_counted = low - seed + 1
     records = None if tally.records is None else dict(sorted(tally.records.items()))
     return CampaignResult(
-        runs=tally.runs, violations=total_violations, failing=failing,
+        runs=runs_counted, violations=total_violations, failing=failing,
         seconds=time.perf_counter() - tally.t0, first_seed=seed, mutations=mutations, cpus=cpus,
-        schedule=schedule, jobs=jobs, backend=backend, steps=tally.steps, kinds=tally.kinds,
+        schedule=schedule, jobs=jobs, backend=backend, steps=tally.steps, kinds=kinds,
         seeds_digest=f"{tally.digest:016x}", retried=tally.retried, records=records,
         kernel=kernel, coverage=tally.coverage,
     )
@@ -258,8 +265,9 @@ def _batch_size(runs: int, workers: int, cap: int, stop_at_first: bool) -> int:
 
 def _run_processes(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: bool,
                    jobs: int, cap: int) -> None:
-    chunks = list(_chunks(first, runs, _batch_size(runs, jobs, cap, stop_at_first)))
-    if jobs == 1 or len(chunks) <= 1:
+    size = _batch_size(runs, jobs, cap, stop_at_first)
+    chunks = _chunks(first, runs, size)  # lazily: a campaign of 10**9 seeds never lists them
+    if jobs == 1 or runs <= size:
         for c in chunks:
             tally.absorb(run_chunk(c, *args))
             if stop_at_first and tally.failing:
@@ -267,10 +275,9 @@ def _run_processes(tally: _Tally, first: int, runs: int, args: tuple, stop_at_fi
         return
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         pending = {}
-        it = iter(chunks)
 
         def submit() -> bool:
-            c = next(it, None)
+            c = next(chunks, None)
             if c is None:
                 return False
             pending[pool.submit(run_chunk, c, *args)] = c
@@ -327,12 +334,11 @@ def _run_ray(tally: _Tally, first: int, runs: int, args: tuple, stop_at_first: b
     try:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         size = _batch_size(runs, workers, cap or RAY_CHUNK, stop_at_first)
-        chunks = list(_chunks(first, runs, size))
+        todo = _chunks(first, runs, size)  # lazily, a window at a time
         # max_retries=0: a batch whose worker dies comes back as an error here, and is sent again
         # by us, so the campaign knows (and says) how many batches it retried
         remote = ray.remote(max_retries=0)(run_chunk)
         window = 2 * workers
-        todo = iter(chunks)
         pending: dict = {}  # ObjectRef -> (batch, attempts so far)
 
         def submit(c: list[int], attempt: int) -> None:

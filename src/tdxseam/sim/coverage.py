@@ -27,7 +27,7 @@ SOMETIMES_MIN_RUNS = 2000  # shorter campaigns only report
 
 def run_coverage(result: Any) -> Counter:
     """The outcomes of one run (a RunResult)."""
-    c: Counter = Counter(u["coverage"] for u in result.updates)
+    c: Counter = Counter(u["coverage_outcome"] for u in result.updates)
     if result.stats.get("hotplug_refused"):
         c["event: hotplug refused (last CPU of a package)"] += 1
     if result.stats.get("rebooted") == 2:

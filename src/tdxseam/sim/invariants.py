@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_name
-from tdxseam.formats.status import TdxStatus
+from tdxseam.formats.status import TdxStatus, status_text
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.kernel.seamldr import ModuleUpdateState as S
 from tdxseam.platform.cpu import SeamcallEnd
@@ -115,7 +115,7 @@ class FaultHit:
         return not (self.status == TdxStatus.TDX_RND_NO_ENTROPY and self.nth is not None)
 
     def describe(self) -> str:
-        st = self.status if isinstance(self.status, str) else f"0x{self.status:016x}"
+        st = self.status if isinstance(self.status, str) else status_text(self.status)
         return f"{leaf_name(self.leaf)} on cpu{self.cpu} -> {st}"
 
 
@@ -188,7 +188,7 @@ class UpdateRecord:
             "version_after": va.strip() if isinstance(va, str) else ("ENXIO" if va is not None else None),
             "error": self.error_text.strip() if isinstance(self.error_text, str) else self.error_text,
             "cpus": len(self.online_at_ctrl) if self.ctrl is not None else None,
-            "coverage": self.coverage_key,
+            "coverage_outcome": self.coverage_key,  # the outcome as the coverage table counts it
         }
 
 

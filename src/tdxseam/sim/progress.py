@@ -1,17 +1,13 @@
 """How far a campaign has got, as one line that rewrites itself on a terminal.
 
 `run_campaign` reports a `CampaignStatus` after every batch of seeds, whatever the backend (worker
-processes or Ray). `ProgressLine` shows it on a terminal (seeds done, violations so far, rate,
-ETA, batches retried) and stays silent when the stream is not a terminal, so logs and pipes get
-only the final report.
+processes or Ray); `format_status` is its line (seeds done, violations so far, rate, ETA, batches
+retried), which the command line draws on a terminal with cli/progress.py and nowhere else.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
-from typing import TextIO
 
 
 @dataclass(frozen=True)
@@ -50,36 +46,3 @@ def format_status(st: CampaignStatus) -> str:
     if st.retried:
         line += f", {st.retried} batch(es) retried"
     return line
-
-
-class ProgressLine:
-    """Call it with each `CampaignStatus`; `close()` when done. Writes only to a terminal."""
-
-    def __init__(self, stream: TextIO | None = None, *, min_interval: float = 0.2,
-                 enabled: bool | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty())
-        self.enabled = enabled
-        self.min_interval = min_interval
-        self._last = float("-inf")
-        self._shown = False
-
-    def __call__(self, st: CampaignStatus) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < self.min_interval and st.done < st.total:
-            return  # a terminal redraw per batch would cost more than the batch on big clusters
-        self._last = now
-        self.stream.write("\r" + format_status(st) + "\x1b[K")
-        self.stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        """Clear the line, so the report that follows starts on a clean one."""
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False

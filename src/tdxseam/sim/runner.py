@@ -638,14 +638,16 @@ def run_seed(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] |
 
 def replay_command(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
                    schedule: str = "random", kernel: str = "merged") -> str:
-    """The command line that reproduces a seed's run."""
-    parts = ["tdxseam", "sim", "replay", str(seed)]
+    """The command line that reproduces a seed's run. A negative seed goes after `--`, where it
+    cannot be taken for an option."""
+    opts: list[str] = []
     if cpus is not None:
-        parts += ["--cpus", str(cpus)]
+        opts += ["--cpus", str(cpus)]
     if kernel != "merged":
-        parts += ["--kernel", kernel]
+        opts += ["--kernel", kernel]
     for m in sorted(mutations):
-        parts += ["--mutate", m]
+        opts += ["--mutate", m]
     if schedule != "random":
-        parts += ["--schedule", schedule]
-    return " ".join(parts)
+        opts += ["--schedule", schedule]
+    seed_arg = [str(seed)] + opts if seed >= 0 else opts + ["--", str(seed)]
+    return " ".join(["tdxseam", "sim", "replay", *seed_arg])

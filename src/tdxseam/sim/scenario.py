@@ -57,6 +57,10 @@ _FAULT_MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 SWARM_FEATURES = ("tds", "readers", "irqs", "hotplug", "faults", "bad-images", "entropy", "sockets")
 
 
+# A hand-written or shrunk scenario is a few KiB; this bounds what `sim run --scenario` reads.
+SCENARIO_MAX_SIZE = 4 << 20
+
+
 class ScenarioError(ValueError):
     """A scenario file that is not a scenario this host can run."""
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +135,7 @@ class Exploration:
 
     def to_json(self) -> dict:
         return {"schedules": self.schedules, "distinct_interleavings": self.distinct_interleavings,
-                "exhausted": self.exhausted, "violations": len(self.failing),
+                "exhausted": self.exhausted, "violation_count": len(self.failing),
                 "failing_schedules": [compact(p) for p, _ in self.failing[:10]],
                 "first_violations": self.failing[0][1] if self.failing else [],
                 "seconds": round(self.seconds, 3), "max_choice_points": self.max_choice_points}
@@ -171,8 +172,10 @@ def run_schedule(scenario: Scenario, ranks: list[int], *, mutations: tuple[str, 
 
 
 def explore(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (), preemptions: int = 1,
-            depth: int = 400, max_schedules: int = 2000, stop_on_violation: bool = False) -> Exploration:
-    """Run `scenario` under every schedule within the bounds (depth-first); count and check them."""
+            depth: int = 400, max_schedules: int = 2000, stop_on_violation: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> Exploration:
+    """Run `scenario` under every schedule within the bounds (depth-first); count and check them.
+    `progress(runs, max_schedules)` after every run (the space may end sooner)."""
     from tdxseam.sim.runner import SimRun
 
     t0 = time.perf_counter()
@@ -186,6 +189,8 @@ def explore(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] =
         policy = _Follow(prefix, depth)
         result = SimRun(scenario, mutations=mutations, schedule=policy).run()
         runs += 1
+        if progress is not None:
+            progress(runs, max_schedules)
         digests.add(result.schedule_digest)
         max_nodes = max(max_nodes, len(policy.nodes))
         if result.violations:

@@ -8,6 +8,7 @@ without irqsave an interrupt handler spins on a lock its own CPU holds.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tdxseam.host import EmulatedHost
@@ -44,7 +45,9 @@ class StressResult:
 
 def run_stress(cpus: int, calls: int, *, seed: int = 0, irq_calls: bool = False,
                unserialized: bool = False, no_irqsave: bool = False, trace: bool = False,
-               max_steps: int | None = None, kernel: str = "merged") -> tuple[StressResult, EmulatedHost]:
+               max_steps: int | None = None, kernel: str = "merged",
+               progress: Callable[[int, int], None] | None = None) -> tuple[StressResult, EmulatedHost]:
+    """`progress(done, total)` is told of every 64th call (and the last), for a progress line."""
     mutations = set()
     if unserialized:
         mutations.add("no-lock")
@@ -62,6 +65,8 @@ def run_stress(cpus: int, calls: int, *, seed: int = 0, irq_calls: bool = False,
         res.calls += 1
         res.irq_calls += from_irq
         res.failed += ret != 0
+        if progress is not None and (res.calls % 64 == 0 or res.calls == cpus * calls):
+            progress(res.calls, cpus * calls)
 
     def worker(cpu_id: int) -> None:
         rng = random.Random(seed * 1_000_003 + cpu_id)

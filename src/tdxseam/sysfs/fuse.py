@@ -48,7 +48,7 @@ def fuse_unavailable_reason() -> str | None:
     try:
         import mfusepy  # noqa: F401  (loads libfuse at import)
     except ImportError:
-        return "mfusepy is not installed (pip install 'tdxseam[fuse]')"
+        return "mfusepy is not installed (pip install mfusepy)"
     except OSError as e:
         return f"libfuse3 cannot be loaded ({e}); Debian: apt-get install libfuse3-3"
     import mfusepy
@@ -292,6 +292,7 @@ class FuseMount:
             "foreground": True, "default_permissions": True, "direct_io": True,
             "attr_timeout": 0, "entry_timeout": 0, "negative_timeout": 0,
             "fsname": "tdxseam", "subtype": "tdxseam", "use_ino": True,
+            "max_idle_threads": 10,  # libfuse 3.12-3.15 warns about its own default (UINT_MAX) otherwise
         }
         if self.allow_other:
             opts["allow_other"] = True

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tdxseam.formats.errors import FormatError, MappingError
+from tdxseam.formats.files import FileError, errno_text, read_file
 from tdxseam.formats.identity import ModuleIdentity, resolve_identity, version_from_name
 from tdxseam.formats.image import (
+    MODULE_FILE_MAX_SIZE,
     PAGE_SIZE,
     TDX_BLOB_SIGNATURE,
     TDX_IMAGE_VERSION_1,
@@ -32,13 +35,13 @@ from tdxseam.formats.image import (
     parse_v1,
     parse_v2,
 )
-from tdxseam.formats.mapping import MappingFile, MappingRelease, load_mapping
+from tdxseam.formats.mapping import MAPPING_FILE_MAX_SIZE, MappingFile, MappingRelease, parse_mapping
 from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.errors import ToolError
 
 MAPPING_FILE = "mapping_file.json"
-MAX_FILE_SIZE = 16 << 20  # far above the 2 MiB image limit; anything bigger is not a module
+MAX_FILE_SIZE = MODULE_FILE_MAX_SIZE
 _LINE_DIR_RE = re.compile(r"^\d+\.\d+$")
 
 
@@ -81,15 +84,9 @@ class ModuleFile:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_SIZE:
-            raise ToolError(f"{path}: {size} bytes is too large to be a TDX module file")
-        return path.read_bytes()
-    except IsADirectoryError:
-        raise ToolError(f"{path}: is a directory, not a module file") from None
-    except OSError as exc:
-        raise ToolError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    """A module file's bytes through the one reader: a regular file, at most the largest module
+    file of any format (FileError, exit 3, otherwise)."""
+    return read_file(path, MODULE_FILE_MAX_SIZE, "a TDX module file")
 
 
 def container_kind(data: bytes) -> str | None:
@@ -157,16 +154,22 @@ def _load_pair(bin_path: Path, sig_path: Path, *, sigstruct: bytes | None = None
                module: bytes | None = None) -> ModuleFile:
     issues: list[Issue] = []
     if sigstruct is None:
-        if not sig_path.exists():
+        try:
+            sigstruct = _read(sig_path)
+        except FileError as exc:
+            if exc.code != "missing":
+                raise
             return ModuleFile(bin_path, "unknown", None, module, [Issue(
                 "format", f"not a v1 blob or v2 image, and no {sig_path.name} beside it")])
-        sigstruct = _read(sig_path)
     if module is None:
-        if not bin_path.exists():
+        try:
+            module = _read(bin_path)
+        except FileError as exc:
+            if exc.code != "missing":
+                raise
             return ModuleFile(bin_path, "pair", sigstruct, None, [Issue(
                 "pair.missing_module", f"{sig_path.name} has no {bin_path.name} beside it")],
                 sigstruct_path=sig_path)
-        module = _read(bin_path)
     if len(sigstruct) != SIGSTRUCT_SIZE:
         issues.append(Issue("pair.sigstruct_length",
                             f"{sig_path.name} is {len(sigstruct)} bytes, a sigstruct is {SIGSTRUCT_SIZE}"))
@@ -235,7 +238,7 @@ class Catalog:
         return {
             "path": str(self.path),
             "mapping_version": self.mapping.header.version,
-            "releases": len(self.releases),
+            "release_count": len(self.releases),
             "warnings": self.warnings,
         }
 
@@ -244,49 +247,81 @@ def _same_parts(a: ModuleFile, b: ModuleFile) -> bool:
     return a.sigstruct == b.sigstruct and a.module == b.module
 
 
-def load_catalog(path: str | os.PathLike[str]) -> Catalog:
-    """Read a catalog directory; ToolError if it or its mapping file is unusable."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ToolError(f"catalog {root}: not a directory")
-    mpath = root / MAPPING_FILE
-    if not mpath.is_file():
-        raise ToolError(f"catalog {root}: no {MAPPING_FILE} (is this a copy of Intel's binaries repository?)")
+def _entries(d: Path, root: Path) -> list[Path] | None:
+    """The entries of directory `d`, sorted; None if there is nothing at `d`. A directory that
+    cannot be listed is an error, never an empty one: skipping it would hide releases."""
     try:
-        mapping = load_mapping(mpath)
+        with os.scandir(d) as it:
+            return sorted(Path(e.path) for e in it)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise ToolError(f"catalog {root}: {d.relative_to(root) if d != root else d} is not a directory") from None
+    except OSError as exc:
+        raise ToolError(f"catalog {root}: cannot list {d} ({errno_text(exc)})") from None
+
+
+def _is_dir(p: Path, root: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(p).st_mode)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ToolError(f"catalog {root}: cannot look at {p} ({errno_text(exc)})") from None
+
+
+def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Read a catalog directory; ToolError if it, a directory in it or its mapping file is unusable."""
+    root = Path(path)
+    if _entries(root, root) is None:
+        raise ToolError(f"catalog {root}: not a directory (nothing there)")
+    mpath = root / MAPPING_FILE
+    try:
+        mapping = parse_mapping(read_file(mpath, MAPPING_FILE_MAX_SIZE, "a mapping file"), source=MAPPING_FILE)
+    except FileError as exc:
+        if exc.code == "missing":
+            raise ToolError(f"catalog {root}: no {MAPPING_FILE} (is this a copy of Intel's binaries "
+                            "repository?)") from None
+        raise ToolError(f"catalog {root}: {exc}") from None
     except MappingError as exc:
         raise ToolError(f"catalog {root}: {exc}") from None
     warnings = [f"{MAPPING_FILE}: {w}" for w in mapping.warnings]
 
     files: dict[ModuleVersion, tuple[ModuleFile, bool]] = {}
     dup_notes: dict[ModuleVersion, list[str]] = {}
-    joined = root / "joined_files"
-    if joined.is_dir():
-        for line_dir in sorted(joined.iterdir()):
-            if not (line_dir.is_dir() and _LINE_DIR_RE.match(line_dir.name)):
+    for line_dir in _entries(root / "joined_files", root) or []:
+        if not (_LINE_DIR_RE.match(line_dir.name) and _is_dir(line_dir, root)):
+            continue
+        for f in _entries(line_dir, root) or []:
+            if not (f.name.startswith("tdx_module_") and f.name.endswith(".blob")):
                 continue
-            for f in sorted(line_dir.glob("tdx_module_*.blob")):
-                v = version_from_name(f.name)
-                if v is None:
-                    warnings.append(f"{f.relative_to(root)}: no version in the file name; skipped")
-                    continue
-                if f"{v.major}.{v.minor}" != line_dir.name:
-                    warnings.append(f"{f.relative_to(root)}: version {v} filed under {line_dir.name}/")
-                files[v] = (load_module_file(f), True)
-    separate = root / "separate_files"
-    if separate.is_dir():
-        for f in sorted(separate.glob("*/*/tdx_module_*.bin")):
             v = version_from_name(f.name)
             if v is None:
                 warnings.append(f"{f.relative_to(root)}: no version in the file name; skipped")
                 continue
-            mf = load_module_file(f)
-            if v in files:
-                if not _same_parts(files[v][0], mf):
-                    dup_notes.setdefault(v, []).append(
-                        f"{f.relative_to(root)} and its sigstruct differ from the joined blob")
-                continue
-            files[v] = (mf, False)
+            if f"{v.major}.{v.minor}" != line_dir.name:
+                warnings.append(f"{f.relative_to(root)}: version {v} filed under {line_dir.name}/")
+            files[v] = (load_module_file(f), True)
+    bins: list[Path] = []
+    for line_dir in _entries(root / "separate_files", root) or []:
+        if not _is_dir(line_dir, root):
+            continue
+        for rel_dir in _entries(line_dir, root) or []:
+            if _is_dir(rel_dir, root):
+                bins += [f for f in _entries(rel_dir, root) or []
+                         if f.name.startswith("tdx_module_") and f.name.endswith(".bin")]
+    for f in sorted(bins):
+        v = version_from_name(f.name)
+        if v is None:
+            warnings.append(f"{f.relative_to(root)}: no version in the file name; skipped")
+            continue
+        mf = load_module_file(f)
+        if v in files:
+            if not _same_parts(files[v][0], mf):
+                dup_notes.setdefault(v, []).append(
+                    f"{f.relative_to(root)} and its sigstruct differ from the joined blob")
+            continue
+        files[v] = (mf, False)
 
     releases: list[CatalogRelease] = []
     for v, (mf, in_joined) in files.items():
@@ -339,12 +374,10 @@ def mapping_beside(path: Path) -> MappingFile | None:
     root = catalog_root_of(path)
     if root is None:
         return None
-    mpath = root / MAPPING_FILE
-    if not mpath.is_file() or mpath.stat().st_size > MAX_FILE_SIZE:
-        return None
     try:
-        return load_mapping(mpath)
-    except (MappingError, OSError):
+        return parse_mapping(read_file(root / MAPPING_FILE, MAPPING_FILE_MAX_SIZE, "a mapping file"),
+                             source=MAPPING_FILE)
+    except (MappingError, FileError):
         return None
 
 

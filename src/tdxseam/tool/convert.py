@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tdxseam.formats.errors import FormatError
+from tdxseam.formats.files import FileError, OutputRefused, write_file
 from tdxseam.formats.image import build_v1, build_v2, kernel_check_v2, parse_v1, parse_v2
 from tdxseam.tool.catalog import ModuleFile, load_module_file
 from tdxseam.tool.errors import Kind, ToolError
@@ -66,7 +67,8 @@ class ConvertResult:
 
 def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, fmt: str = "v2",
                  force: bool = False) -> ConvertResult:
-    """Write `src` as a `fmt` image at `dst` (atomically: a temporary file, then rename)."""
+    """Write `src` as a `fmt` image at `dst` through the one writer (formats.files): atomically, to
+    a new path or, with `force`, over a regular file; never over a device, FIFO or symlink."""
     if fmt not in FORMATS:
         raise ToolError(f"unknown image format {fmt!r} (v1 or v2)", Kind.USAGE)
     mf = load_module_file(src)
@@ -74,21 +76,10 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, fm
         raise ToolError(f"{mf.display}: " + "; ".join(str(i) for i in mf.issues))
     data = image_for(mf, fmt)
     out = Path(dst)
-    if out.exists() and not force:
-        raise ToolError(f"{out}: exists (use --force to replace it)", Kind.USAGE)
-    if out.is_dir():
-        raise ToolError(f"{out}: is a directory", Kind.USAGE)
-    import tempfile  # here: plan imports this module and never writes
-
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, out)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise ToolError(f"{out}: cannot write ({exc.strerror or exc})") from None
+        write_file(out, data, replace=force)
+    except OutputRefused as exc:
+        raise ToolError(str(exc), Kind.USAGE) from None
+    except FileError as exc:
+        raise ToolError(str(exc)) from None
     return ConvertResult(mf.display, mf.format, str(out), fmt, len(data), hashlib.sha384(data).hexdigest())

@@ -14,11 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tdxseam.formats.files import FileError, append_line, errno_text, read_file
 from tdxseam.tool.errors import ToolError
 
 DEFAULT_PATH = "/var/lib/tdxseam/history.jsonl"
 ENV = "TDXSEAM_HISTORY"
 RECORD_VERSION = 1
+MAX_SIZE = 256 << 20  # ~500 000 updates; a log larger than that is not ours
 
 
 def history_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -36,12 +38,11 @@ def append(path: Path, record: dict[str, Any]) -> None:
     line = json.dumps({"v": RECORD_VERSION, **record}, sort_keys=True, separators=(",", ":"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(path, (line + "\n").encode())
+    except FileError as exc:
+        raise ToolError(f"cannot append to history: {exc}") from None
     except OSError as exc:
-        raise ToolError(f"cannot append to history {path}: {exc.strerror or exc}") from None
+        raise ToolError(f"cannot append to history {path}: {errno_text(exc)}") from None
 
 
 @dataclass
@@ -54,11 +55,11 @@ class History:
 def read(path: Path) -> History:
     """All records, oldest first; a missing file is an empty history."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return History(path, [], [])
-    except OSError as exc:
-        raise ToolError(f"cannot read history {path}: {exc.strerror or exc}") from None
+        text = read_file(path, MAX_SIZE, "a history log").decode("utf-8", "replace")
+    except FileError as exc:
+        if exc.code == "missing":
+            return History(path, [], [])
+        raise ToolError(f"cannot read history: {exc}") from None
     records: list[dict[str, Any]] = []
     bad: list[int] = []
     for n, line in enumerate(text.splitlines(), 1):

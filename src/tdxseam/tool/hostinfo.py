@@ -35,6 +35,9 @@ from tdxseam.formats.sysfs_abi import (
 )
 
 
+READ_ALL_MAX = 64 << 20  # /proc/cpuinfo of a 4096-CPU host is ~6 MiB
+
+
 class Layout(Enum):
     """Which kernel interface the host offers for runtime update."""
 
@@ -78,6 +81,31 @@ class SysfsRoot:
     def is_dir(self, rel: str) -> bool:
         return os.path.isdir(self.path(rel))
 
+    def stat_error(self, rel: str) -> OSError | None:
+        """Why `rel` cannot be looked at, when it is not simply absent (a stale FUSE mount gives
+        ENOTCONN, which `is_dir` would hide as "no such directory")."""
+        try:
+            os.stat(self.path(rel))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return exc
+        return None
+
+    def read_bytes(self, rel: str, limit: int) -> bytes:
+        """Up to `limit` bytes of a file, in reads of at most a page as sysfs serves them."""
+        fd = os.open(self.path(rel), os.O_RDONLY)
+        try:
+            out = bytearray()
+            while len(out) < limit:
+                b = os.read(fd, min(4096, limit - len(out)))
+                if not b:
+                    break
+                out += b
+            return bytes(out)
+        finally:
+            os.close(fd)
+
     def read_text(self, rel: str) -> str:
         # one read() of up to a page, as sysfs attributes are read
         fd = os.open(self.path(rel), os.O_RDONLY)
@@ -87,9 +115,9 @@ class SysfsRoot:
             os.close(fd)
 
     def read_all(self, rel: str) -> str:
-        """A whole file (/proc/cpuinfo is larger than one read on big hosts)."""
+        """A whole file (/proc/cpuinfo is larger than one read on big hosts), bounded."""
         with open(self.path(rel), "rb") as f:
-            return f.read().decode("utf-8", "replace")
+            return f.read(READ_ALL_MAX).decode("utf-8", "replace")
 
     def write_text(self, rel: str, text: str) -> None:
         """The text in one write() call, as `echo 1 > loading` does (O_TRUNC, which sysfs ignores;
@@ -191,6 +219,8 @@ def write_all(fd: int, data: bytes, *, chunk: int = 4096, write=os.write, on_chu
 
 def os_error_text(exc: OSError) -> str:
     """`ENXIO (No such device or address)`: the errno name first, so scripts can match it."""
+    if exc.errno == errno.ENOTCONN:
+        return "ENOTCONN (a stale FUSE mount: its server is gone; unmount it with fusermount3 -u)"
     name = errno.errorcode.get(exc.errno or 0, "E?")
     return f"{name} ({exc.strerror or exc})"
 
@@ -321,6 +351,7 @@ class HostInfo:
     cpus_online: Attr
     cpus_present: Attr
     notes: list[str] = field(default_factory=list)
+    root_error: str | None = None  # the host's files cannot be looked at (not: are absent)
 
     # -- derived ------------------------------------------------------------------------------
 
@@ -383,6 +414,7 @@ class HostInfo:
             "all_cpus_online": self.all_cpus_online,
             "errors": {"/" + a.path: a.error for a in self._attrs() if a.error},
             "notes": list(self.notes) + ([f"/proc/cpuinfo: {self.cpuinfo_error}"] if self.cpuinfo_error else []),
+            "root_error": self.root_error,
         }
 
     def _attrs(self) -> list[Attr]:
@@ -417,6 +449,7 @@ def read_host(fs: SysfsRoot | str | os.PathLike[str] = "/") -> HostInfo:
         fs = DirCachedRoot(fs.root if isinstance(fs, SysfsRoot) else fs)
     notes: list[str] = []
     tdx_host = fs.is_dir(TDX_HOST)
+    err = None if tdx_host else fs.stat_error(TDX_HOST)
     layout, upload_dir = detect_layout(fs)
     if layout is not None:
         _, ldr_path, nru_path, _ = _LAYOUTS[layout]
@@ -454,5 +487,6 @@ def read_host(fs: SysfsRoot | str | os.PathLike[str] = "/") -> HostInfo:
         cpus_online=read_attr(fs, CPU_ONLINE),
         cpus_present=read_attr(fs, CPU_PRESENT),
         notes=notes,
+        root_error=os_error_text(err) if err is not None else None,
     )
 

@@ -100,7 +100,7 @@ class IntelView:
     skipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"selected": str(self.selected) if self.selected else None, "outcome": self.outcome,
+        return {"selected_version": str(self.selected) if self.selected else None, "outcome": self.outcome,
                 "skipped": self.skipped}
 
 
@@ -433,6 +433,10 @@ def compare_with_intel(plan: Plan) -> str:
 def _require_host(host: HostInfo) -> None:
     import errno as _errno
 
+    from tdxseam.formats.sysfs_abi import TDX_HOST as TDX_HOST_PATH
+
+    if host.root_error is not None:
+        raise ToolError(f"{host.root}: cannot read /{TDX_HOST_PATH}: {host.root_error}", Kind.HOST)
     if not host.tdx_host:
         raise ToolError(f"{host.root}: no /sys/devices/faux/tdx_host: not a TDX host, or the tdx_host driver is "
                         "not loaded (runtime update needs Linux 7.2+)", Kind.HOST)

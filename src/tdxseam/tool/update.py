@@ -21,6 +21,7 @@ from tdxseam.tool.catalog import Catalog
 from tdxseam.tool.convert import image_for
 from tdxseam.tool.errors import ToolError
 from tdxseam.tool.hostinfo import SysfsRoot, read_attr, read_host
+from tdxseam.tool.lock import LockHeld, update_lock
 from tdxseam.tool.plan import Plan, PlanOptions, make_plan
 from tdxseam.tool.upload import DEFAULT_POLL, DEFAULT_TIMEOUT, Progress, UploadOutcome, UploadResult, upload_image
 
@@ -51,6 +52,7 @@ class UpdateOptions:
     confirm: Callable[[Plan, bytes], bool] | None = None  # None: no question asked
     progress: Callable[[Progress], None] | None = None
     history: Path | None = None  # None: do not record
+    lock: Path | None = None  # the update lock (tool.lock); None: not taken (library use, dry runs)
 
 
 @dataclass
@@ -111,6 +113,19 @@ class UpdateResult:
 
 def run_update(fs: SysfsRoot, catalog: Catalog | None, target: str | None, plan_opts: PlanOptions,
                opts: UpdateOptions) -> UpdateResult:
+    """Plan and install under the update lock (held from reading the host to recording the
+    outcome, so a second run plans on what the first one left); a held lock is BLOCKED."""
+    if opts.lock is None or opts.dry_run:
+        return _run_update(fs, catalog, target, plan_opts, opts)
+    try:
+        with update_lock(opts.lock):
+            return _run_update(fs, catalog, target, plan_opts, opts)
+    except LockHeld as exc:
+        return UpdateResult(Outcome.BLOCKED, str(exc), None)
+
+
+def _run_update(fs: SysfsRoot, catalog: Catalog | None, target: str | None, plan_opts: PlanOptions,
+                opts: UpdateOptions) -> UpdateResult:
     t0 = time.monotonic()
     host = read_host(fs)
     plan = make_plan(host, catalog, target=target, opts=plan_opts)

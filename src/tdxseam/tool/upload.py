@@ -10,6 +10,9 @@ Details a careful client gets right:
   here means "still busy", not a failure);
 - a failed write before `echo 0` is undone with `echo -1 > loading` (abort), so no half image is
   ever handed to the kernel;
+- `data` is read back before `echo 0`: another root writer (a second tool, a script) may have
+  written into the same buffer meanwhile; anything but the verified image byte for byte is
+  cancelled with `echo -1 > loading`, so a mixed image never reaches the kernel;
 - the wait has a timeout; a timeout does not mean failure (the update may still finish), so it is
   reported as its own outcome.
 """
@@ -35,6 +38,7 @@ class UploadOutcome(Enum):
     KERNEL_ERROR = "kernel_error"  # status back to idle, `error` says why (e.g. transferring:firmware-invalid)
     WRITE_ERROR = "write_error"  # a write to loading/data failed; the upload was aborted
     BUSY = "busy"  # another upload was in progress; nothing written
+    READBACK_MISMATCH = "readback_mismatch"  # `data` was not the verified image; cancelled before `0`
     TIMEOUT = "timeout"  # status not idle within the timeout; the update may still be running
 
 
@@ -114,6 +118,12 @@ def upload_image(fs: SysfsRoot, upload_dir: str, image: bytes, *, timeout: float
         hint = " (CAP_SYS_RAWIO needed: run as root)" if exc.errno == errno.EPERM else ""
         return result(UploadOutcome.WRITE_ERROR,
                       f"writing data at byte {written}: {os_error_text(exc)}{hint}; upload aborted", written)
+    bad = _readback(fs, p("data"), image)
+    if bad is not None:
+        _abort(fs, p("loading"))
+        return result(UploadOutcome.READBACK_MISMATCH,
+                      f"data read back {bad}, not the verified image (another writer?); cancelled with "
+                      "-1 > loading, nothing handed to the kernel", written)
     try:
         fs.write_text(p("loading"), "0")
     except OSError as exc:
@@ -148,6 +158,20 @@ def upload_image(fs: SysfsRoot, upload_dir: str, image: bytes, *, timeout: float
                           f"status still {status!r} after {timeout:g} s; the update may still be running: "
                           "do not reboot, read status and version again", written)
         sleep(poll_interval)
+
+
+def _readback(fs: SysfsRoot, data: str, image: bytes) -> str | None:
+    """None if `data` holds exactly `image`; else what differs, for the error message."""
+    try:
+        back = fs.read_bytes(data, len(image) + 1)
+    except OSError as exc:
+        return f"failed ({os_error_text(exc)})"
+    if back == image:
+        return None
+    if len(back) != len(image):
+        return f"as {len(back) if len(back) <= len(image) else 'more than ' + str(len(image))} bytes"
+    first = next(i for i, (a, b) in enumerate(zip(back, image)) if a != b)
+    return f"different from byte {first}"
 
 
 def _abort(fs: SysfsRoot, loading: str) -> None:

@@ -159,18 +159,17 @@ class TrustedKeys:
 
     @classmethod
     def from_pem_files(cls, paths: Iterable[str]) -> TrustedKeys:
-        from pathlib import Path
-
         from tdxseam.formats.errors import FormatError
-        from tdxseam.formats.sigstruct import key_hash_from_pem
+        from tdxseam.formats.files import FileError, read_file
+        from tdxseam.formats.sigstruct import PEM_MAX_SIZE, key_hash_from_pem
         from tdxseam.tool.errors import ToolError
 
         out = cls()
         for p in paths:
             try:
-                pem = Path(p).read_bytes()
-            except OSError as exc:
-                raise ToolError(f"--trust-key {p}: cannot read ({exc.strerror or exc})") from None
+                pem = read_file(p, PEM_MAX_SIZE, "a PEM public key")
+            except FileError as exc:
+                raise ToolError(f"--trust-key {exc}") from None
             try:
                 out.hashes.append(key_hash_from_pem(pem))
             except FormatError as exc:
