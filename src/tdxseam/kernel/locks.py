@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tdxseam.platform.cpu import Cpu
-from tdxseam.platform.sched import SpinWord, call_site
+from tdxseam.platform.sched import SpinWord, lazy_site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -119,13 +119,13 @@ def local_irq_enable(k: Kernel, site: str | None = None) -> None:
         return
     cpu.irq_enabled = True
     if k.lockdep.held_by(cpu):
-        k.lockdep.irqs_enabled_while_holding(cpu, site or call_site())
+        k.lockdep.irqs_enabled_while_holding(cpu, site or lazy_site())
     cpu.preempt_point()
 
 
 def local_irq_restore(k: Kernel, flags: bool) -> None:
     if flags:
-        local_irq_enable(k, call_site())
+        local_irq_enable(k, lazy_site())
     else:
         k.this_cpu().irq_enabled = False
 
@@ -135,7 +135,7 @@ def local_irq_restore(k: Kernel, flags: bool) -> None:
 def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     k = lock.k
     cpu = k.this_cpu()
-    site = site or call_site()
+    site = site or lazy_site()
     preempt_disable(k)
     cpu.preempt_point()
     if lock.holder is cpu:
@@ -174,7 +174,7 @@ def raw_spin_unlock(lock: RawSpinlock) -> None:
 def raw_spin_lock_irqsave(lock: RawSpinlock, site: str | None = None) -> bool:
     """Save the interrupt flag, disable interrupts, take the lock; returns the saved flag."""
     flags = local_irq_save(lock.k)
-    raw_spin_lock(lock, site or call_site())
+    raw_spin_lock(lock, site or lazy_site())
     return flags
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tdxseam.formats.leaves import leaf_name
 from tdxseam.formats.status import status_name
-from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site
+from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site, lazy_site
 
 if TYPE_CHECKING:
     from tdxseam.platform.machine import Machine
@@ -120,7 +120,7 @@ class Cpu:
 
         The spin is parked on `q` and costs no scheduler step until a writer notifies `q`.
         """
-        site = site or call_site()
+        site = site or lazy_site()
         while not pred():
             if self.pending_nmis:
                 self.machine.irq.deliver_nmi(self)
@@ -149,7 +149,7 @@ class Cpu:
         """Block (give the CPU to other tasks) until `pred()` holds; illegal in atomic context."""
         if self.preempt_count or not self.irq_enabled or self.in_hardirq:
             raise SchedulerError(f"cpu{self.id}: scheduling while atomic at {call_site()}")
-        site = call_site()
+        site = lazy_site()
         while not pred():
             if self.pending_irqs:
                 self.machine.irq.deliver(self)  # IF=1 here: pending interrupts come first
