@@ -83,8 +83,7 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     kc.accesses += 1
     key = obj + "." + name
     cid = cpu.id
-    held = k.lockdep.held.get(cid)
-    locks = frozenset([lock.name for lock in held]) if held else _NO_LOCKS
+    locks = k.lockdep.held_names.get(cid, _NO_LOCKS)  # the names of the raw spinlocks it holds
     last = kc._last.get(key)
     if last is None:
         last = kc._last[key] = {True: [], False: []}

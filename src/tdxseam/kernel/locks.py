@@ -35,6 +35,8 @@ class Lockdep:
         self.k = k
         self.reports: list[LockReport] = []
         self.held: dict[int, list[RawSpinlock]] = {}
+        # the names of `held[cpu]`, kept with it: the race detector's lockset at every access
+        self.held_names: dict[int, frozenset[str]] = {}
 
     def report(self, kind: str, lock: RawSpinlock, message: str) -> None:
         self.reports.append(LockReport(kind, lock.name, message))
@@ -154,7 +156,9 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     lock.holder = cpu
     lock.acquired_at = site
     lock.acquisitions += 1
-    k.lockdep.held_by(cpu).append(lock)
+    held = k.lockdep.held_by(cpu)
+    held.append(lock)
+    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held])
     k.machine.emit("lock", lock.name)
 
 
@@ -163,7 +167,9 @@ def raw_spin_unlock(lock: RawSpinlock) -> None:
     cpu = k.this_cpu()
     if lock.holder is not cpu:
         raise RuntimeError(f"cpu{cpu.id} releases {lock.name} held by {lock.holder}")
-    k.lockdep.held_by(cpu).remove(lock)
+    held = k.lockdep.held_by(cpu)
+    held.remove(lock)
+    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held])
     lock.holder = None
     lock.word.release()
     k.machine.emit("unlock", lock.name)

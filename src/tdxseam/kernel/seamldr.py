@@ -234,7 +234,8 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
         newstate = ctrl.state
         if newstate != curstate:
             curstate = ModuleUpdateState(newstate)
-            k.machine.emit("update-state", curstate.name)
+            if k.machine.tracing:
+                k.machine.emit("update-state", curstate.name)
             if "ack-before-work" in k.mutations:
                 # the planted bug: report the previous result, then work on a state others
                 # may already have left

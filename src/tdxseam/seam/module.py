@@ -307,7 +307,8 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RAX
             return
         handler = self._leaves.get(leaf)
-        self.machine.emit("module-call", leaf_name(rax))
+        if self.machine.tracing:
+            self.machine.emit("module-call", leaf_name(rax))
         if self.sys_state == SysState.SYS_SHUTDOWN and leaf != TdxLeaf.TDH_SYS_LP_SHUTDOWN:
             regs.rax = TdxStatus.TDX_SYS_SHUTDOWN
             return

@@ -229,7 +229,9 @@ class PSeamldr:
 
     def dispatch(self, cpu: Cpu, regs: Regs) -> None:
         self.calls += 1
-        self.machine.emit("seamldr-enter", leaf_name(regs.rax))
+        traced = self.machine.tracing  # event texts are built only for a traced run
+        if traced:
+            self.machine.emit("seamldr-enter", leaf_name(regs.rax))
         handler = self._leaves.get(regs.rax)
         self._spend()
         if not self._canary_done:
@@ -243,7 +245,8 @@ class PSeamldr:
             regs.rax = SeamldrStatus.EBADPARAM  # unknown (or not modelled) leaf
         else:
             handler(self, cpu, regs)
-        self.machine.emit("seamldr-exit", f"rax=0x{regs.rax:016x}")
+        if traced:
+            self.machine.emit("seamldr-exit", f"rax=0x{regs.rax:016x}")
 
     def info(self, cpu: Cpu, regs: Regs) -> None:
         """SEAMLDR.INFO: works at any time, whatever flow is in progress (§7.1)."""
