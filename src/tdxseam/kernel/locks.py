@@ -138,7 +138,7 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     k = lock.k
     cpu = k.this_cpu()
     site = site or lazy_site()
-    preempt_disable(k)
+    cpu.preempt_count += 1  # preempt_disable()
     cpu.preempt_point()
     if lock.holder is cpu:
         k.lockdep.report(
@@ -146,10 +146,10 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
             f"possible recursive locking of {lock.name} on cpu{cpu.id}: already held "
             f"(acquired at {lock.acquired_at}), trying again at {site}",
         )
-    if cpu.in_hardirq:
+    if cpu.irq_depth:  # in hardirq
         lock.note_in_hardirq(cpu, site)
-    elif cpu.irq_enabled:
-        lock.note_hardirq_on(cpu, site)
+    elif cpu.irq_enabled and (lock.hardirq_on_use is None or lock.in_hardirq_use is not None):
+        lock.note_hardirq_on(cpu, site)  # (with both uses known and nothing new, a no-op)
     if lock.word.owner is not None and k.machine.tracing:
         k.machine.emit("lock-spin", lock.name)  # held elsewhere: this CPU spins until "lock"
     cpu.spin_acquire(lock.word, lock.name, site)
@@ -173,7 +173,8 @@ def raw_spin_unlock(lock: RawSpinlock) -> None:
     lock.holder = None
     lock.word.release()
     k.machine.emit("unlock", lock.name)
-    preempt_enable(k)
+    cpu.preempt_count -= 1  # preempt_enable()
+    assert cpu.preempt_count >= 0, "preempt_count underflow"
     cpu.preempt_point()
 
 
