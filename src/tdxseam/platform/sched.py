@@ -380,19 +380,24 @@ class Scheduler:
             self.on_step(self)
 
     def _reschedule(self) -> None:
-        """Hand the processor on: to the next draw, or back to `run` when the slice is used up."""
+        """Hand the processor on: to the next draw, or back to `run` when the slice is used up.
+
+        Runs at every preemption point and every park, so the draw's step (`_step`) and the
+        switch are written out here rather than called."""
         if self._slice_end is not None and self.steps >= self._slice_end:
             self._main.switch()  # `run` pauses; it draws again when the run goes on
             return
-        self._switch_to(self._draw())
-
-    def _switch_to(self, nxt: Task | None) -> None:
-        cur = self.current
+        nxt = self._draw()
         if nxt is None:
             self._main.switch()  # main sees no runnable task: done or deadlocked
             return
-        self._step(nxt)
-        if nxt is cur:
+        self.steps = steps = self.steps + 1
+        self.choices.append(nxt.cpu.id & 0xFFFF)
+        if self.max_steps is not None and steps > self.max_steps:
+            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
+        if self.on_step is not None:
+            self.on_step(self)
+        if nxt is self.current:
             return
         self.current = nxt
         if not nxt.glet:
@@ -412,29 +417,7 @@ class Scheduler:
         t = self.current
         if t is not None and len(t.cpu.runqueue) > 1:
             self._maybe_resched(t)
-        # _reschedule, _switch_to and _step inlined: this runs at every preemption point
-        if self._slice_end is not None and self.steps >= self._slice_end:
-            self._main.switch()  # `run` pauses; it draws again when the run goes on
-            return
-        nxt = self._draw()
-        if nxt is None:
-            self._main.switch()  # main sees no runnable task: done or deadlocked
-            return
-        self.steps = steps = self.steps + 1
-        self.choices.append(nxt.cpu.id & 0xFFFF)
-        if self.max_steps is not None and steps > self.max_steps:
-            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
-        if self.on_step is not None:
-            self.on_step(self)
-        if nxt is t:
-            return
-        self.current = nxt
-        if not nxt.glet:
-            # not started yet: main starts it (see _switch_to)
-            self._start = nxt
-            self._main.switch()
-            return
-        nxt.glet.switch()
+        self._reschedule()
 
     def need_resched(self) -> bool:
         """A higher-priority task is ready on the running task's CPU (the kernel's need_resched():
@@ -530,7 +513,7 @@ class Scheduler:
             while True:
                 nxt = self._start
                 if nxt is not None:
-                    self._start = None  # drawn and stepped by _switch_to; main only starts it
+                    self._start = None  # drawn and stepped by _reschedule; main only starts it
                 else:
                     if (until is not None and until()) or (
                             self._slice_end is not None and self.steps >= self._slice_end):
