@@ -93,9 +93,16 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
         # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
         # many CPUs there are (KCSAN, too, only sees accesses that meet in time); a read races
         # only with writes, a write with both
-        _check(k, kc, key, cid, write, marked, locks, last[True], True)
-        if write and key not in kc._reported:
-            _check(k, kc, key, cid, write, marked, locks, last[False], False)
+        for prev in last[True]:
+            if prev[0] != cid and not (prev[1] and marked) and prev[2].isdisjoint(locks):
+                _report(k, kc, key, prev, True, cid, write, marked, locks)
+                break
+        else:
+            if write:
+                for prev in last[False]:
+                    if prev[0] != cid and not (prev[1] and marked) and prev[2].isdisjoint(locks):
+                        _report(k, kc, key, prev, False, cid, write, marked, locks)
+                        break
     recent = last[write]
     if recent:
         r0 = recent[0]
@@ -111,19 +118,15 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
         last[write] = [rec, recent[0]]
 
 
-def _check(k: Kernel, kc: Kcsan, key: str, cid: int, write: bool, marked: bool, locks: frozenset[str],
-           recs: list[tuple], w: bool) -> None:
-    """Report the first of `recs` (earlier accesses of kind `w`) that races with this access."""
-    for prev in recs:
-        if prev[0] == cid or (prev[1] and marked) or prev[2] & locks:
-            continue
-        f = sys._getframe(2)
-        first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
-        second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
-        kc._reported.add(key)
-        kc.reports.append(RaceReport(key, first, second))
-        k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
-        return
+def _report(k: Kernel, kc: Kcsan, key: str, prev: tuple, w: bool, cid: int, write: bool, marked: bool,
+            locks: frozenset[str]) -> None:
+    """Report this access (in kcsan_access's caller) racing with `prev`, an earlier one of kind `w`."""
+    f = sys._getframe(2)
+    first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
+    second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
+    kc._reported.add(key)
+    kc.reports.append(RaceReport(key, first, second))
+    k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
 
 
 _NO_LOCKS: frozenset[str] = frozenset()

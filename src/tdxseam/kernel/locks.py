@@ -10,11 +10,12 @@ A schedule in which every CPU waits is detected by the scheduler itself (a deadl
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tdxseam.platform.cpu import Cpu
-from tdxseam.platform.sched import SpinWord, lazy_site
+from tdxseam.platform.sched import Site, SpinWord, lazy_site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -137,7 +138,9 @@ def local_irq_restore(k: Kernel, flags: bool) -> None:
 def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     k = lock.k
     cpu = k.this_cpu()
-    site = site or lazy_site()
+    if site is None:  # lazy_site(), written out: every acquisition notes where it was made
+        f = sys._getframe(1)
+        site = Site(f.f_code, f.f_lineno)
     cpu.preempt_count += 1  # preempt_disable()
     cpu.preempt_point()
     if lock.holder is cpu:
