@@ -71,6 +71,11 @@ class PhysMem:
     def write(self, pa: int, data: bytes) -> None:
         if pa < 0 or pa + len(data) > self.max_pa:
             raise MemoryError_(f"write of {len(data)} bytes at PA 0x{pa:x} outside physical memory")
+        n = len(data)
+        off = pa & (PAGE_SIZE - 1)
+        if 0 < n and off + n <= PAGE_SIZE:  # within one page: most writes
+            self._page(pa >> PAGE_SHIFT, True)[off:off + n] = data
+            return
         mv = memoryview(data)
         while mv:
             off = pa & (PAGE_SIZE - 1)
