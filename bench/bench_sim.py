@@ -4,6 +4,8 @@ Run with `.venv/bin/python bench/bench_sim.py [--runs N] [--jobs J]`. Every figu
 runs (seeds printed), so step counts and digests are reproducible; wall-clock figures depend on the
 machine and on what else it runs.
 
+- where the time of a scenario goes (CPU time): setup and of it the boot, the run with its
+  steps, a bare scheduler step, the reboot checks, the race detector;
 - scenarios/s: seeds 0..N-1 generated on 8-CPU hosts, every invariant on, in this process
   (random draw, then PCT), then as a campaign over J worker processes;
 - one update of a 4096-CPU host through the simulator (boot, 2 TDs, a reader of seamldr_version,
