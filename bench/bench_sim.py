@@ -4,6 +4,8 @@ Run with `.venv/bin/python bench/bench_sim.py [--runs N] [--jobs J]`. Every figu
 runs (seeds printed), so step counts and digests are reproducible; wall-clock figures depend on the
 machine and on what else it runs.
 
+- where the time of a scenario goes (CPU time): setup and of it the boot, the run with its
+  steps, a bare scheduler step, the reboot checks, the race detector;
 - scenarios/s: seeds 0..N-1 generated on 8-CPU hosts, every invariant on, in this process
   (random draw, then PCT), then as a campaign over J worker processes;
 - one update of a 4096-CPU host through the simulator (boot, 2 TDs, a reader of seamldr_version,
@@ -37,9 +39,15 @@ def bench_scenarios(runs: int, schedule: str) -> None:
 
 
 def bench_per_step(runs: int) -> None:
-    """Where the time of an 8-CPU scenario goes: boot and setup vs the run, per scheduler step,
-    and what the race detector (KCSAN-like accesses) adds. CPU time of this process, so other
-    load on the machine does not count."""
+    """Where the time of an 8-CPU scenario goes: setup (of it, the boot) vs the run, per scheduler
+    step, what a bare step costs, what the reboot checks and the race detector (KCSAN-like
+    accesses) add. CPU time of this process, so other load on the machine counts less (it still
+    slows a shared core: compare figures taken together)."""
+    from dataclasses import replace
+
+    from tdxseam.formats.version import ModuleVersion
+    from tdxseam.host import DeclaredModule, EmulatedHost
+    from tdxseam.seam.pseamldr import SeamldrBuild
     from tdxseam.sim.scenario import generate
 
     SimRun(generate(0, cpus=8)).run()
@@ -54,9 +62,30 @@ def bench_per_step(runs: int) -> None:
         t2 = time.process_time()
         setup, run, steps = setup + t1 - t0, run + t2 - t1, steps + r.steps
     total = setup + run
-    print(f"  per scenario     {total / runs * 1e3:5.2f} ms CPU = setup (boot, prebuilt TDs) "
-          f"{setup / runs * 1e3:.2f} ms + run {run / runs * 1e3:.2f} ms; {steps / runs:,.0f} steps, "
-          f"{run / steps * 1e6:.2f} us/step; {runs / total:6.1f} scenarios/s per core")
+    print(f"  per scenario     {total / runs * 1e3:5.2f} ms CPU = setup {setup / runs * 1e3:.2f} ms + run "
+          f"{run / runs * 1e3:.2f} ms; {steps / runs:,.0f} steps, {run / steps * 1e6:.2f} us/step; "
+          f"{runs / total:6.1f} scenarios/s per core")
+    # setup: the boot alone (the firmware's load of the module on every CPU, the kernel's TDX
+    # init with LP.INIT on every CPU through the scheduler); the rest is prebuilt TDs and harness
+    boot = 0.0
+    for s in range(runs):
+        sc = generate(s, cpus=8)
+        t0 = time.process_time()
+        EmulatedHost(sc.cpus, seed=sc.seed, module=DeclaredModule(ModuleVersion.parse(sc.module)), trace=False,
+                     seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
+                     kernel=sc.kernel, sockets=sc.sockets)  # as SimRun boots it
+        boot += time.process_time() - t0
+    print(f"  setup            boot {boot / runs * 1e3:.2f} ms (firmware load, TDX init on every CPU); "
+          f"prebuilt TDs, tdx_host, monitor, tasks {(setup - boot) / runs * 1e3:.2f} ms")
+    floor = _bare_step_us()
+    print(f"  run              bare scheduler step (draw, greenlet switch, step hook) {floor:.2f} us: "
+          f"{floor * 1e-6 * steps / run:.0%} of the run; the rest is the work between preemption points")
+    t0 = time.process_time()
+    for s in range(runs):
+        SimRun(replace(generate(s, cpus=8), reboot=False)).run()
+    no_reboot = time.process_time() - t0
+    print(f"  reboot checks    {(total - no_reboot) / runs * 1e3:.2f} ms per scenario on average "
+          f"(a fresh boot and one update, in a quarter of the seeds)")
     t0 = time.process_time()
     for s in range(runs):
         sim = SimRun(generate(s, cpus=8))
@@ -65,6 +94,25 @@ def bench_per_step(runs: int) -> None:
     off = time.process_time() - t0
     print(f"  race detector    off: {runs / off:6.1f} scenarios/s per core "
           f"(on: {runs / total:.1f}; ratio {off / total:.2f})")
+
+
+def _bare_step_us(cpus: int = 8, points: int = 2000) -> float:
+    """CPU time of one scheduler step with nothing between preemption points."""
+    from tdxseam.platform.machine import Machine
+
+    m = Machine(cpus, seed=1, trace=False)
+
+    def spin() -> None:
+        cpu = m.current_cpu()
+        for _ in range(points):
+            cpu.preempt_point()
+
+    for c in m.cpus:
+        m.sched.spawn(c, spin)
+    m.sched.on_step = lambda sched: None  # as cheap as a monitor with no update in flight
+    t0 = time.process_time()
+    m.sched.run()
+    return (time.process_time() - t0) / m.sched.steps * 1e6
 
 
 def bench_campaign(runs: int, jobs: int) -> None:

@@ -16,7 +16,8 @@ from _tool_host import make_root
 from tdxseam.formats import image as I
 from tdxseam.formats import testsign
 from tdxseam.formats.errors import FormatError
-from tdxseam.formats.sigstruct import RSA_KEY_BYTES, Sigstruct, pkcs1v15_sha384_encoding, verify_signature
+from tdxseam.formats.sigstruct import (RSA_KEY_BYTES, Sigstruct, pkcs1v15_sha384_encoding, verify_signature,
+                                       verify_signature_openssl)
 
 
 def _word_sum(data: bytes) -> int:
@@ -81,12 +82,12 @@ def test_signature_verdict_matches_cryptography(edits):
     for off, val in edits:
         raw[off] = val
     sig = Sigstruct.from_bytes(bytes(raw))
-    assert verify_signature(sig) == _cryptography_says(sig)
+    assert verify_signature(sig) == _cryptography_says(sig) == verify_signature_openssl(sig)
 
 
 def test_signature_verdicts_on_real_and_forged(intel_dir):
     sig = Sigstruct.from_bytes(_SIG)
-    assert verify_signature(sig) and _cryptography_says(sig)
+    assert verify_signature(sig) and _cryptography_says(sig) and verify_signature_openssl(sig)
     # a signature block whose decryption is the right digest but wrongly padded: the encoding must
     # match byte for byte, not just end in the digest
     key = testsign.signing_key()
@@ -98,10 +99,10 @@ def test_signature_verdicts_on_real_and_forged(intel_dir):
     off = 0x80 + 384 + 4  # signature, little-endian, after modulus and exponent
     raw[off: off + 384] = forged.to_bytes(384, "little")
     bad = Sigstruct.from_bytes(bytes(raw))
-    assert not verify_signature(bad) and not _cryptography_says(bad)
+    assert not verify_signature(bad) and not _cryptography_says(bad) and not verify_signature_openssl(bad)
     for p in sorted((intel_dir / "joined_files").glob("*/*.blob")):
         s = Sigstruct.from_bytes(p.read_bytes()[0x1000:0x1800])
-        assert verify_signature(s) and _cryptography_says(s)
+        assert verify_signature(s) and _cryptography_says(s) and verify_signature_openssl(s)
 
 
 # -- plan checks image parts without building the image ---------------------------------------------------

@@ -82,31 +82,32 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
         cpu.preempt_point()
     kc.accesses += 1
     key = obj + "." + name
-    held = k.lockdep.held.get(cpu.id)
-    locks = frozenset(lock.name for lock in held) if held else _NO_LOCKS
+    cid = cpu.id
+    locks = k.lockdep.held_names.get(cid, _NO_LOCKS)  # the names of the raw spinlocks it holds
     last = kc._last.get(key)
     if last is None:
         last = kc._last[key] = {True: [], False: []}
-    cid = cpu.id
     # records are plain tuples (cpu, marked, locks, code, line): Access objects and site strings
     # are made only for a report
     if key not in kc._reported:
         # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
-        # many CPUs there are (KCSAN, too, only sees accesses that meet in time)
-        for w, recs in ((True, last[True]), (False, last[False] if write else ())):
-            for prev in recs:
-                if key in kc._reported or prev[0] == cid or (prev[1] and marked) or prev[2] & locks:
-                    continue
-                f = sys._getframe(1)
-                first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
-                second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
-                kc._reported.add(key)
-                kc.reports.append(RaceReport(key, first, second))
-                k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
+        # many CPUs there are (KCSAN, too, only sees accesses that meet in time); a read races
+        # only with writes, a write with both
+        for prev in last[True]:
+            if prev[0] != cid and not (prev[1] and marked) and prev[2].isdisjoint(locks):
+                _report(k, kc, key, prev, True, cid, write, marked, locks)
                 break
+        else:
+            if write:
+                for prev in last[False]:
+                    if prev[0] != cid and not (prev[1] and marked) and prev[2].isdisjoint(locks):
+                        _report(k, kc, key, prev, False, cid, write, marked, locks)
+                        break
     recent = last[write]
-    if recent and recent[0][0] == cid and recent[0][1] == marked and recent[0][2] == locks:
-        return  # the same kind of access from here again: the record stands
+    if recent:
+        r0 = recent[0]
+        if r0[0] == cid and r0[1] == marked and r0[2] == locks:
+            return  # the same kind of access from here again: the record stands
     f = sys._getframe(1)
     rec = (cid, marked, locks, f.f_code, f.f_lineno)
     if not recent:
@@ -115,6 +116,17 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
         recent[0] = rec
     else:
         last[write] = [rec, recent[0]]
+
+
+def _report(k: Kernel, kc: Kcsan, key: str, prev: tuple, w: bool, cid: int, write: bool, marked: bool,
+            locks: frozenset[str]) -> None:
+    """Report this access (in kcsan_access's caller) racing with `prev`, an earlier one of kind `w`."""
+    f = sys._getframe(2)
+    first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
+    second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
+    kc._reported.add(key)
+    kc.reports.append(RaceReport(key, first, second))
+    k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
 
 
 _NO_LOCKS: frozenset[str] = frozenset()

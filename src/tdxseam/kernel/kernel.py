@@ -72,7 +72,10 @@ class Kernel:
     # ---- the running CPU ------------------------------------------------------------------------
 
     def this_cpu(self) -> Cpu:
-        return self.machine.current_cpu()
+        t = self.machine.sched.current
+        if t is None:
+            raise RuntimeError("no simulated CPU is running")
+        return t.cpu
 
     def smp_processor_id(self) -> int:
         return self.machine.current_cpu().id

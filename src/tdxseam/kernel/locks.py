@@ -10,11 +10,12 @@ A schedule in which every CPU waits is detected by the scheduler itself (a deadl
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tdxseam.platform.cpu import Cpu
-from tdxseam.platform.sched import SpinWord, call_site
+from tdxseam.platform.sched import Site, SpinWord, lazy_site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -35,6 +36,8 @@ class Lockdep:
         self.k = k
         self.reports: list[LockReport] = []
         self.held: dict[int, list[RawSpinlock]] = {}
+        # the names of `held[cpu]`, kept with it: the race detector's lockset at every access
+        self.held_names: dict[int, frozenset[str]] = {}
 
     def report(self, kind: str, lock: RawSpinlock, message: str) -> None:
         self.reports.append(LockReport(kind, lock.name, message))
@@ -119,13 +122,13 @@ def local_irq_enable(k: Kernel, site: str | None = None) -> None:
         return
     cpu.irq_enabled = True
     if k.lockdep.held_by(cpu):
-        k.lockdep.irqs_enabled_while_holding(cpu, site or call_site())
+        k.lockdep.irqs_enabled_while_holding(cpu, site or lazy_site())
     cpu.preempt_point()
 
 
 def local_irq_restore(k: Kernel, flags: bool) -> None:
     if flags:
-        local_irq_enable(k, call_site())
+        local_irq_enable(k, lazy_site())
     else:
         k.this_cpu().irq_enabled = False
 
@@ -135,8 +138,10 @@ def local_irq_restore(k: Kernel, flags: bool) -> None:
 def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     k = lock.k
     cpu = k.this_cpu()
-    site = site or call_site()
-    preempt_disable(k)
+    if site is None:  # lazy_site(), written out: every acquisition notes where it was made
+        f = sys._getframe(1)
+        site = Site(f.f_code, f.f_lineno)
+    cpu.preempt_count += 1  # preempt_disable()
     cpu.preempt_point()
     if lock.holder is cpu:
         k.lockdep.report(
@@ -144,17 +149,19 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
             f"possible recursive locking of {lock.name} on cpu{cpu.id}: already held "
             f"(acquired at {lock.acquired_at}), trying again at {site}",
         )
-    if cpu.in_hardirq:
+    if cpu.irq_depth:  # in hardirq
         lock.note_in_hardirq(cpu, site)
-    elif cpu.irq_enabled:
-        lock.note_hardirq_on(cpu, site)
+    elif cpu.irq_enabled and (lock.hardirq_on_use is None or lock.in_hardirq_use is not None):
+        lock.note_hardirq_on(cpu, site)  # (with both uses known and nothing new, a no-op)
     if lock.word.owner is not None and k.machine.tracing:
         k.machine.emit("lock-spin", lock.name)  # held elsewhere: this CPU spins until "lock"
     cpu.spin_acquire(lock.word, lock.name, site)
     lock.holder = cpu
     lock.acquired_at = site
     lock.acquisitions += 1
-    k.lockdep.held_by(cpu).append(lock)
+    held = k.lockdep.held_by(cpu)
+    held.append(lock)
+    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held])
     k.machine.emit("lock", lock.name)
 
 
@@ -163,18 +170,21 @@ def raw_spin_unlock(lock: RawSpinlock) -> None:
     cpu = k.this_cpu()
     if lock.holder is not cpu:
         raise RuntimeError(f"cpu{cpu.id} releases {lock.name} held by {lock.holder}")
-    k.lockdep.held_by(cpu).remove(lock)
+    held = k.lockdep.held_by(cpu)
+    held.remove(lock)
+    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held])
     lock.holder = None
     lock.word.release()
     k.machine.emit("unlock", lock.name)
-    preempt_enable(k)
+    cpu.preempt_count -= 1  # preempt_enable()
+    assert cpu.preempt_count >= 0, "preempt_count underflow"
     cpu.preempt_point()
 
 
 def raw_spin_lock_irqsave(lock: RawSpinlock, site: str | None = None) -> bool:
     """Save the interrupt flag, disable interrupts, take the lock; returns the saved flag."""
     flags = local_irq_save(lock.k)
-    raw_spin_lock(lock, site or call_site())
+    raw_spin_lock(lock, site or lazy_site())
     return flags
 
 

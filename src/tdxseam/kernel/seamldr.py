@@ -33,7 +33,7 @@ from tdxseam.kernel.seamcall import seamcall_prerr
 from tdxseam.kernel.stop_machine import stop_machine_cpuslocked
 from tdxseam.platform.cpu import Regs
 from tdxseam.platform.memory import MemoryError_
-from tdxseam.platform.sched import WaitQueue, call_site
+from tdxseam.platform.sched import WaitQueue, lazy_site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -49,7 +49,7 @@ def seamldr_call(k: Kernel, fn: int, args: Regs) -> int:
     if cpu.has_seamret_invd_vmcs:
         k.warn(f"P-SEAMLDR call on cpu{cpu.id}, which has the seamret_invd_vmcs erratum")
         return -errno.EINVAL
-    site = call_site()
+    site = lazy_site()
     if "no-lock" in k.mutations:
         return seamcall_prerr(k, PR_FMT, fn, args)
     if not k.profile.seamldr_lock_irqsave or "no-irqsave" in k.mutations:
@@ -234,7 +234,8 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
         newstate = ctrl.state
         if newstate != curstate:
             curstate = ModuleUpdateState(newstate)
-            k.machine.emit("update-state", curstate.name)
+            if k.machine.tracing:
+                k.machine.emit("update-state", curstate.name)
             if "ack-before-work" in k.mutations:
                 # the planted bug: report the previous result, then work on a state others
                 # may already have left

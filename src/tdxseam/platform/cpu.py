@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tdxseam.formats.leaves import leaf_name
 from tdxseam.formats.status import status_name
-from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site
+from tdxseam.platform.sched import SchedulerError, SpinWord, WaitQueue, call_site, lazy_site
 
 if TYPE_CHECKING:
     from tdxseam.platform.machine import Machine
@@ -120,7 +120,6 @@ class Cpu:
 
         The spin is parked on `q` and costs no scheduler step until a writer notifies `q`.
         """
-        site = site or call_site()
         while not pred():
             if self.pending_nmis:
                 self.machine.irq.deliver_nmi(self)
@@ -128,6 +127,8 @@ class Cpu:
                 # interrupts raised before the spin began: taken now, not lost behind the park
                 self.machine.irq.deliver(self)
                 continue
+            if site is None:
+                site = lazy_site()  # noted only for a spin that parks
             self.machine.sched.park(q, what, site, pred)
             if self.pending_nmis:
                 self.machine.irq.deliver_nmi(self)
@@ -136,24 +137,28 @@ class Cpu:
 
     def spin_acquire(self, word: SpinWord, what: str, site: str) -> None:
         """cmpxchg-loop on a lock word; interrupts are taken while spinning if enabled."""
-        def on_wake() -> None:
-            if self.pending_nmis:
-                self.machine.irq.deliver_nmi(self)
-            if self.irq_enabled and self.pending_irqs:
-                self.machine.irq.deliver(self)
         if word.owner is not None:
-            on_wake()  # interrupts already pending are taken before the spin parks
-        self.machine.sched.spin_acquire(word, what, site, on_wake)
+            self._take_interrupts()  # interrupts already pending are taken before the spin parks
+        self.machine.sched.spin_acquire(word, what, site, self._take_interrupts)
+
+    def _take_interrupts(self) -> None:
+        """A spinning CPU woke: pending NMIs, and interrupts if enabled, are taken now."""
+        if self.pending_nmis:
+            self.machine.irq.deliver_nmi(self)
+        if self.irq_enabled and self.pending_irqs:
+            self.machine.irq.deliver(self)
 
     def sleep_until(self, q: WaitQueue, pred: Callable[[], bool], what: str) -> None:
         """Block (give the CPU to other tasks) until `pred()` holds; illegal in atomic context."""
         if self.preempt_count or not self.irq_enabled or self.in_hardirq:
             raise SchedulerError(f"cpu{self.id}: scheduling while atomic at {call_site()}")
-        site = call_site()
+        site = None
         while not pred():
             if self.pending_irqs:
                 self.machine.irq.deliver(self)  # IF=1 here: pending interrupts come first
                 continue
+            if site is None:
+                site = lazy_site()  # noted only for a sleep that parks
             self.machine.sched.park(q, what, site, pred, sleeping=True)
 
     # ---- the instruction -----------------------------------------------------------------------

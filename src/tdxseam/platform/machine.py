@@ -51,8 +51,11 @@ class Machine:
 
     def emit(self, kind: str, detail: str = "", args: dict | None = None) -> None:
         """Record a trace event for the CPU now running (or the machine, as cpu -1)."""
-        t = self.sched.current
-        self.sched.trace.emit(self.sched.steps, t.cpu.id if t else -1, kind, detail, args)
+        sched = self.sched
+        if not sched.trace.enabled:
+            return  # an untraced run: nothing is recorded
+        t = sched.current
+        sched.trace.emit(sched.steps, t.cpu.id if t else -1, kind, detail, args)
 
     @property
     def tracing(self) -> bool:

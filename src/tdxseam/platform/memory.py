@@ -54,6 +54,10 @@ class PhysMem:
     def read(self, pa: int, n: int) -> bytes:
         if pa < 0 or pa + n > self.max_pa:
             raise MemoryError_(f"read of {n} bytes at PA 0x{pa:x} outside physical memory")
+        off = pa & (PAGE_SIZE - 1)
+        if off + n <= PAGE_SIZE:  # within one page: most reads
+            p = self.pages.get(pa >> PAGE_SHIFT)
+            return bytes(p[off:off + n]) if p is not None else bytes(n)
         out = bytearray()
         while n:
             off = pa & (PAGE_SIZE - 1)
@@ -67,6 +71,11 @@ class PhysMem:
     def write(self, pa: int, data: bytes) -> None:
         if pa < 0 or pa + len(data) > self.max_pa:
             raise MemoryError_(f"write of {len(data)} bytes at PA 0x{pa:x} outside physical memory")
+        n = len(data)
+        off = pa & (PAGE_SIZE - 1)
+        if 0 < n and off + n <= PAGE_SIZE:  # within one page: most writes
+            self._page(pa >> PAGE_SHIFT, True)[off:off + n] = data
+            return
         mv = memoryview(data)
         while mv:
             off = pa & (PAGE_SIZE - 1)
@@ -116,9 +125,12 @@ class PhysMem:
         if npages < 1 or self._contig_next + npages > self._contig_end:
             raise MemoryError_(f"no {npages} contiguous pages left")
         pfn = self._contig_next
-        self._contig_next += npages
-        for p in range(pfn, pfn + npages):
-            self.pages.pop(p, None)
+        end = self._contig_next = pfn + npages
+        pages = self.pages
+        # drop what was written there before (zeroed pages): look at the fewer of range and dict
+        stale = [p for p in pages if pfn <= p < end] if len(pages) < npages else range(pfn, end)
+        for p in stale:
+            pages.pop(p, None)
         return pfn << PAGE_SHIFT
 
     def cmrs(self) -> tuple[tuple[int, int], ...]:

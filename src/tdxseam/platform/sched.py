@@ -90,10 +90,30 @@ def call_site(depth: int = 2) -> str:
     return f"{name}:{f.f_lineno} ({f.f_code.co_name})"
 
 
+class Site:
+    """A call site kept as (code, line) and spelt like `call_site` only when printed: lock and
+    spin paths note their site at every acquisition, and almost none is ever printed."""
+
+    __slots__ = ("code", "line")
+
+    def __init__(self, code: Any, line: int) -> None:
+        self.code = code
+        self.line = line
+
+    def __str__(self) -> str:
+        return f"{self.code.co_filename.rsplit('/', 1)[-1]}:{self.line} ({self.code.co_name})"
+
+
+def lazy_site(depth: int = 2) -> Site:
+    """`call_site(depth)`, formatted when printed (see `Site`)."""
+    f = sys._getframe(depth)
+    return Site(f.f_code, f.f_lineno)
+
+
 class Task:
     """One thread of host code bound to one CPU."""
 
-    __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "wait_info", "pred",
+    __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "_wait", "pred",
                  "result", "error", "priority", "_slot", "on_cpu")
 
     def __init__(self, sched: Scheduler, cpu: Any, name: str, fn: Callable[..., Any],
@@ -104,7 +124,7 @@ class Task:
         self.priority = priority
         self.done = False
         self.waiting_on: WaitQueue | None = None
-        self.wait_info: Waiting | None = None
+        self._wait: tuple[str, Any] | None = None  # (what, site) while parked
         self.pred: Callable[[], bool] | None = None
         self.result: Any = None
         self.error: BaseException | None = None
@@ -129,6 +149,12 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task {self.name} cpu{self.cpu.id}>"
 
+    @property
+    def wait_info(self) -> Waiting | None:
+        """What the task waits for (None when it does not), made when asked: parking only notes it."""
+        w = self._wait
+        return None if w is None else Waiting(self.cpu.id, w[0], str(w[1]))
+
 
 class WaitQueue:
     """Tasks parked until a condition holds; `notify_all` re-checks them."""
@@ -148,7 +174,7 @@ class WaitQueue:
         for t in self.waiters:
             if t.pred is None or t.pred():
                 t.waiting_on = None
-                t.wait_info = None
+                t._wait = None
                 self.sched._make_runnable(t)
             else:
                 still.append(t)
@@ -183,6 +209,8 @@ class Scheduler:
                  policy: str = "random") -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        # the draw is rng.randrange(n), made from getrandbits as random does it (see _draw)
+        self._getrandbits = self.rng.getrandbits
         self.trace = Trace(enabled=trace)
         self.max_steps = max_steps
         self.steps = 0
@@ -283,35 +311,40 @@ class Scheduler:
 
     def _draw(self) -> Task | None:
         """Pick the next task: any runnable one, or a spinner on a free lock (which then wins it)."""
+        runnable = self._runnable
         while True:
             contended = self._contended
-            n = len(self._runnable)
+            nr = n = len(runnable)
             if contended:
                 # drop words that were taken again or lost their spinners
                 contended[:] = [w for w in contended if w.owner is None and w.waiters]
                 for w in contended:
                     n += len(w.waiters)
-            if n == 0:
+            if n == 1:
+                r = 0
+            elif n == 0:
                 if self.on_idle is not None and self.on_idle(self):
                     continue
                 return None
-            if n == 1:
-                r = 0
             elif self.pick is None:
-                r = self.rng.randrange(n)
+                # random.Random._randbelow_with_getrandbits, inlined: the same draws
+                k = n.bit_length()
+                r = self._getrandbits(k)
+                while r >= n:
+                    r = self._getrandbits(k)
             else:
                 r = self.pick(self, n)
                 if not 0 <= r < n:
                     raise SchedulerError(f"draw policy chose {r} of {n} candidates")
-            if r < len(self._runnable):
-                return self._runnable[r]
-            r -= len(self._runnable)
+            if r < nr:
+                return runnable[r]
+            r -= nr
             for w in contended:
                 if r < len(w.waiters):
                     t = w.waiters.pop(r)
                     w.owner = t  # the spinner's cmpxchg succeeded
                     t.waiting_on = None
-                    t.wait_info = None
+                    t._wait = None
                     contended.remove(w)
                     self._make_runnable(t)
                     return t
@@ -347,19 +380,24 @@ class Scheduler:
             self.on_step(self)
 
     def _reschedule(self) -> None:
-        """Hand the processor on: to the next draw, or back to `run` when the slice is used up."""
+        """Hand the processor on: to the next draw, or back to `run` when the slice is used up.
+
+        Runs at every preemption point and every park, so the draw's step (`_step`) and the
+        switch are written out here rather than called."""
         if self._slice_end is not None and self.steps >= self._slice_end:
             self._main.switch()  # `run` pauses; it draws again when the run goes on
             return
-        self._switch_to(self._draw())
-
-    def _switch_to(self, nxt: Task | None) -> None:
-        cur = self.current
+        nxt = self._draw()
         if nxt is None:
             self._main.switch()  # main sees no runnable task: done or deadlocked
             return
-        self._step(nxt)
-        if nxt is cur:
+        self.steps = steps = self.steps + 1
+        self.choices.append(nxt.cpu.id & 0xFFFF)
+        if self.max_steps is not None and steps > self.max_steps:
+            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
+        if self.on_step is not None:
+            self.on_step(self)
+        if nxt is self.current:
             return
         self.current = nxt
         if not nxt.glet:
@@ -377,7 +415,7 @@ class Scheduler:
         if not self.running:
             return
         t = self.current
-        if t is not None and t.cpu.runqueue_len > 1:
+        if t is not None and len(t.cpu.runqueue) > 1:
             self._maybe_resched(t)
         self._reschedule()
 
@@ -418,7 +456,7 @@ class Scheduler:
             raise SchedulerError("park() outside a task")
         t.waiting_on = q
         t.pred = pred
-        t.wait_info = Waiting(t.cpu.id, what, site)
+        t._wait = (what, site)
         q.waiters.append(t)
         self._remove_runnable(t)
         if sleeping and t.cpu.task is t:
@@ -434,7 +472,7 @@ class Scheduler:
         if t in q.waiters:
             q.waiters.remove(t)
         t.waiting_on = None
-        t.wait_info = None
+        t._wait = None
         self._make_runnable(t)
 
     def spin_acquire(self, w: SpinWord, what: str, site: str,
@@ -475,7 +513,7 @@ class Scheduler:
             while True:
                 nxt = self._start
                 if nxt is not None:
-                    self._start = None  # drawn and stepped by _switch_to; main only starts it
+                    self._start = None  # drawn and stepped by _reschedule; main only starts it
                 else:
                     if (until is not None and until()) or (
                             self._slice_end is not None and self.steps >= self._slice_end):
@@ -552,5 +590,5 @@ def current_task(sched: Scheduler) -> Task:
 
 __all__ = [
     "Deadlock", "Scheduler", "SchedulerError", "SpinWord", "StepBudgetExceeded", "Task",
-    "WaitQueue", "Waiting", "call_site", "current_task", "field",
+    "Site", "WaitQueue", "Waiting", "call_site", "current_task", "field", "lazy_site",
 ]

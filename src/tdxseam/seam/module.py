@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,23 @@ def _bcd_date(d: int) -> int:
     return int(text) if text.isdigit() else d
 
 
+@lru_cache(maxsize=32)
+def _synthetic_build(sig: Sigstruct, module: bytes) -> ModuleBuild:
+    """`module_build` of a synthetic test module: what its identity header declares. A function
+    of the two byte strings alone, kept for the next install of the same module (a simulation
+    campaign installs the same few thousands of times)."""
+    synth = SyntheticHeader.find(module)
+    try:
+        said = resolve_identity(sig, module)
+        source, text, sources = said.source.value, said.describe(), _sources(said)
+    except FormatError as exc:  # e.g. a 2.0 sigstruct re-signed to declare another version
+        source, text = Source.SYNTHETIC.value, f"identity from the synthetic module's header ({exc.detail})"
+        sources = ()
+    return ModuleBuild(synth.version, synth.build_num, synth.build_date, synth.tdx_features0,
+                       synth.module_hv, synth.min_update_hv, synth.no_downgrade,
+                       synth.num_handoff_pages + 1, source=source, identity=text, sources=sources)
+
+
 def module_build(sig: Sigstruct, module: bytes,
                  known: Mapping[bytes, ModuleIdentity] | None = None) -> ModuleBuild:
     """What a loaded binary is, as the real module would know it about itself.
@@ -135,17 +153,8 @@ def module_build(sig: Sigstruct, module: bytes,
     real module at run time) is a gap: reported as 0, except that TDX_FEATURES0 keeps
     TD_PRESERVING, which every module the P-SEAMLDR can take as an update sets.
     """
-    synth = SyntheticHeader.find(module)
-    if synth is not None:
-        try:
-            said = resolve_identity(sig, module)
-            source, text, sources = said.source.value, said.describe(), _sources(said)
-        except FormatError as exc:  # e.g. a 2.0 sigstruct re-signed to declare another version
-            source, text = Source.SYNTHETIC.value, f"identity from the synthetic module's header ({exc.detail})"
-            sources = ()
-        return ModuleBuild(synth.version, synth.build_num, synth.build_date, synth.tdx_features0,
-                           synth.module_hv, synth.min_update_hv, synth.no_downgrade,
-                           synth.num_handoff_pages + 1, source=source, identity=text, sources=sources)
+    if SyntheticHeader.find(module) is not None:
+        return _synthetic_build(sig, bytes(module))
     consts = (sig.module_hv, sig.min_update_hv, sig.no_downgrade, sig.num_handoff_pages + 1)
     ident = (known or {}).get(bytes(sig.seamhash))
     if ident is None:
@@ -307,7 +316,8 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RAX
             return
         handler = self._leaves.get(leaf)
-        self.machine.emit("module-call", leaf_name(rax))
+        if self.machine.tracing:
+            self.machine.emit("module-call", leaf_name(rax))
         if self.sys_state == SysState.SYS_SHUTDOWN and leaf != TdxLeaf.TDH_SYS_LP_SHUTDOWN:
             regs.rax = TdxStatus.TDX_SYS_SHUTDOWN
             return

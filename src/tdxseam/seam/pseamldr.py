@@ -43,6 +43,7 @@ from tdxseam.formats.sigstruct import (
     Problem,
     Sigstruct,
     check_sigstruct,
+    verify_signature_openssl,
 )
 from tdxseam.formats.status import (
     PSEAMLDR_RECOVERABLE_ERROR,
@@ -228,7 +229,9 @@ class PSeamldr:
 
     def dispatch(self, cpu: Cpu, regs: Regs) -> None:
         self.calls += 1
-        self.machine.emit("seamldr-enter", leaf_name(regs.rax))
+        traced = self.machine.tracing  # event texts are built only for a traced run
+        if traced:
+            self.machine.emit("seamldr-enter", leaf_name(regs.rax))
         handler = self._leaves.get(regs.rax)
         self._spend()
         if not self._canary_done:
@@ -242,7 +245,8 @@ class PSeamldr:
             regs.rax = SeamldrStatus.EBADPARAM  # unknown (or not modelled) leaf
         else:
             handler(self, cpu, regs)
-        self.machine.emit("seamldr-exit", f"rax=0x{regs.rax:016x}")
+        if traced:
+            self.machine.emit("seamldr-exit", f"rax=0x{regs.rax:016x}")
 
     def info(self, cpu: Cpu, regs: Regs) -> None:
         """SEAMLDR.INFO: works at any time, whatever flow is in progress (§7.1)."""
@@ -391,6 +395,7 @@ class PSeamldr:
             current_svn=current_svn if update else None,
             dirty_svn=current_svn if (not update and self._dirty()) else None,
             allow_reserved3=self.build.accepts_versioned_sigstructs,
+            verifier=verify_signature_openssl,  # the same verdict as the tool's, quicker
         )
         problems = [p for p in problems if self.enabled(f"sig.{p.code}")]
         report.problems = problems

@@ -428,7 +428,7 @@ class Monitor:
                                            f"{_cpus(rec.online_at_ctrl)} -> {_cpus(now)}", once_per=rec.start_step)
 
     def _online(self) -> tuple[int, ...]:
-        return tuple(c.id for c in self.m.cpus if c.online)
+        return tuple([c.id for c in self.m.cpus if c.online])
 
     def _lockstep_start(self, rec: UpdateRecord) -> None:
         from tdxseam.seam.td import td_snapshot
