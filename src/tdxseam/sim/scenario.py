@@ -35,6 +35,7 @@ IMAGE_KINDS = ("good", "bad-header", "bad-sig", "bad-hash")
 IRQ_HANDLERS = ("nop", "seamldr_info", "nmi")  # nmi: an NMI (taken even with interrupts off)
 HOST_SIZES = (2, 2, 3, 4, 4, 5, 6, 8)
 MAX_DELAY = 60
+REAL_DEFAULT = ("1.5.06", "1.5.13")  # real firmware: Intel's releases booted and updated to
 
 # Fault rules the generator draws from: (leaf, CPU choice, statuses). "lead" = CPU 0 (the lockstep's
 # lead), "any" = a random CPU or none, "none" = any CPU. Statuses use the fault-spec syntax of
@@ -54,6 +55,7 @@ _FAULT_MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 # Features a seed may leave out altogether (swarm testing): each seed draws which it keeps, so
 # some runs stress one mechanism without the noise of the others.
+TD_FAULT_LEAVES = frozenset({"TDH_MNG_CREATE", "TDH_VP_ENTER"})
 SWARM_FEATURES = ("tds", "readers", "irqs", "hotplug", "faults", "bad-images", "entropy", "sockets")
 
 
@@ -145,11 +147,17 @@ class Scenario:
     updates: list[UpdateSpec] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # LEAF[@CPU][#N]=STATUS
     reboot: bool = False  # after the run: reboot the host and update it once more
+    # "model": the Python TDX module (synthetic test-signed modules); "real": Intel's binaries
+    # from the catalog on the emulated CPU (sim/real.py): no TDs, one package
+    firmware: str = "model"
 
     # ---- printing and files ---------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.firmware == "model":  # the model's scenarios print as they always have
+            del d["firmware"]
+        return d
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -160,7 +168,7 @@ class Scenario:
         kinds = {"tds": TdSpec, "readers": ReaderSpec, "irqs": IrqSpec, "hotplug": HotplugSpec,
                  "updates": UpdateSpec}
         types = {"seed": int, "cpus": int, "module": str, "seamdb_capacity": int, "updater_cpu": int,
-                 "kernel": str, "sockets": int, "reboot": bool}
+                 "kernel": str, "sockets": int, "reboot": bool, "firmware": str}
         if not isinstance(data, dict):
             raise ScenarioError(f"a scenario is a JSON object, not {type(data).__name__}")
         unknown = set(data) - {f.name for f in fields(cls)}
@@ -218,6 +226,17 @@ class Scenario:
         if not 1 <= self.sockets <= self.cpus:
             raise ScenarioError(f"sockets must be 1..{self.cpus}, not {self.sockets}")
         cpu_ok(self.updater_cpu, "updater")
+        if self.firmware not in ("model", "real"):
+            raise ScenarioError(f"firmware must be model or real, not {self.firmware!r}")
+        if self.firmware == "real":
+            if self.tds:
+                raise ScenarioError("tds: real firmware runs no TDs yet (the TD leaves on Intel's binary "
+                                    "are not driven by the emulated host)")
+            if self.sockets != 1:
+                raise ScenarioError("sockets: the real-firmware platform model describes one package")
+            td_faults = [f for f in self.faults if _leaf_of(f) in TD_FAULT_LEAVES]
+            if td_faults:
+                raise ScenarioError(f"faults: {td_faults[0]} hits a TD leaf; real firmware runs no TDs")
         for t in self.tds:
             cpu_ok(t.cpu, "td")
             if not (1 <= t.vcpus <= 8 and 1 <= t.pages <= 8):
@@ -255,7 +274,8 @@ class Scenario:
     def describe(self) -> list[str]:
         """One line per part, for `sim run` and shrink reports."""
         pk = f" in {self.sockets} packages" if self.sockets > 1 else ""
-        out = [f"host: {self.cpus} CPUs{pk}, kernel {self.kernel}, module {self.module}, SEAMDB capacity "
+        fw = ", Intel's binaries (real firmware), no TDs" if self.firmware == "real" else ""
+        out = [f"host: {self.cpus} CPUs{pk}{fw}, kernel {self.kernel}, module {self.module}, SEAMDB capacity "
                f"{self.seamdb_capacity} (updates left after boot: {self.seamdb_capacity - 1})"]
         for i, t in enumerate(self.tds):
             when = "before start" if t.prebuilt else (f"when upload {t.race} begins" if t.race else "meanwhile")
@@ -383,8 +403,9 @@ class Scenario:
 # ---- generation ---------------------------------------------------------------------------------
 
 
-def _fault(rng: random.Random, cpus: int, n_updates: int) -> str:
-    leaf, where, statuses = rng.choice(_FAULT_MENU)
+def _fault(rng: random.Random, cpus: int, n_updates: int, real: bool = False) -> str:
+    menu = tuple(m for m in _FAULT_MENU if m[0] not in TD_FAULT_LEAVES) if real else _FAULT_MENU
+    leaf, where, statuses = rng.choice(menu)
     status = rng.choice(statuses)
     cpu = ""
     if where == "lead":
@@ -406,15 +427,27 @@ def _leaf_of(spec: str) -> str:
     return spec.split("=", 1)[0].split("@", 1)[0].split("#", 1)[0]
 
 
-def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> Scenario:
+def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged", firmware: str = "model",
+             module: str | None = None, to: str | None = None) -> Scenario:
     """The scenario of `seed` (on a `cpus`-CPU host if given, else a size drawn from the seed)
-    for the kernel profile `kernel`."""
+    for the kernel profile `kernel`.
+
+    `firmware="real"`: the same draws, with what Intel's binary cannot do yet left out (TDs and
+    faults on TD leaves; a second package), the boot module `module` and every update to `to`
+    (Intel releases; default 1.5.06 and 1.5.13). A model scenario is the same as before."""
+    real = firmware == "real"
+    if firmware not in ("model", "real"):
+        raise ValueError(f"firmware must be model or real, not {firmware!r}")
+    if not real and (module is not None or to is not None):
+        raise ValueError("module and to choose Intel releases: they go with firmware real")
     rng = random.Random(f"tdxseam sim scenario {seed}")
     n = cpus if cpus is not None else rng.choice(HOST_SIZES)
     if not 1 <= n <= 4096:
         raise ValueError(f"cpus must be 1..4096, not {n}")
     # swarm: this seed's feature set (each kept with probability 3/4)
     on = {f: rng.random() < 0.75 for f in SWARM_FEATURES}
+    if real:  # not on Intel's binary yet: the draws are made, their parts left out
+        on["tds"] = on["sockets"] = False
     start = rng.choice((3, 4, 5, 6))
     cap = rng.choices((64, 1, 2), weights=(80, 10, 10))[0]
     nup = rng.choices((1, 2, 3), weights=(65, 28, 7))[0]
@@ -466,14 +499,20 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> S
     faults: list[str] = []
     roll = rng.random() if on["faults"] else 1.0
     for _ in range(2 if roll < 0.12 else 1 if roll < 0.45 else 0):
-        f = _fault(rng, n, nup)
+        f = _fault(rng, n, nup, real)
         if _leaf_of(f) not in {_leaf_of(x) for x in faults}:  # one rule per leaf
             faults.append(f)
     updater = rng.choice(usable)
     reboot = rng.random() < 0.25
-    sc = Scenario(seed=seed, cpus=n, module=str(ModuleVersion(1, 5, start)), seamdb_capacity=cap,
+    boot = str(ModuleVersion(1, 5, start))
+    if real:  # Intel's releases: the boot module, and every update to the one target
+        boot = str(ModuleVersion.parse(module or REAL_DEFAULT[0]))
+        target_v = str(ModuleVersion.parse(to or REAL_DEFAULT[1]))
+        updates = [replace(u, to=target_v) for u in updates]
+    sc = Scenario(seed=seed, cpus=n, module=boot, seamdb_capacity=cap,
                   kernel=kernel, sockets=sockets, updater_cpu=updater, tds=tds, readers=readers,
-                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot)
+                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot,
+                  firmware=firmware)
     sc.validate()
     return sc
 
