@@ -268,6 +268,8 @@ def sim_replay(
 
 def _write_outputs(r, command: str, trace_out: Path | None, timeline_out: Path | None) -> None:
     verdict = f"{len(r.violations)} violation(s), first {r.violations[0].kind}" if r.violations else "no violation"
+    if r.stopped_in_seam is not None:
+        verdict = "the TDX module stopped inside a SEAMCALL" + (f", {verdict}" if r.violations else "")
     muts = f", --mutate {','.join(r.mutations)}" if r.mutations else ""
     outputs.write(r.trace, cpus=r.cpus, title=f"sim seed {r.seed}: {r.cpus} CPUs{muts}, {verdict}",
                   trace_out=trace_out, timeline_out=timeline_out,
@@ -397,6 +399,10 @@ def sim_explore(
     if scenario is not None:
         sc = _load_scenario(scenario)
         cpus, seed = sc.cpus, sc.seed
+        if sc.firmware == "real":  # Intel's binaries, found as `sim run` finds them
+            from tdxseam.cli.cmd_firmware import require_engine
+
+            require_engine()
     else:
         sc = tiny(seed, cpus=cpus, reader=reader, fault=fault, kernel=kernel)
     if choices is not None:
@@ -404,7 +410,7 @@ def sim_explore(
             ranks = parse_compact(choices)
         except ValueError as e:
             raise exits.CliError(f"--choices: {e}", exits.USAGE) from None
-        r = run_schedule(sc, ranks, mutations=muts, depth=depth, trace=True)
+        r = _run_real(run_schedule, sc, ranks, mutations=muts, depth=depth, trace=True)
         _print_result(r, as_json, trace=True)
         if r.violations:
             raise typer.Exit(exits.FAILED)
@@ -413,8 +419,8 @@ def sim_explore(
 
     bar = Progress("explore", "schedules (at most)")
     try:
-        ex = explore(sc, mutations=muts, preemptions=preemptions, depth=depth, max_schedules=max_schedules,
-                     progress=bar if bar.enabled else None)
+        ex = _run_real(explore, sc, mutations=muts, preemptions=preemptions, depth=depth,
+                       max_schedules=max_schedules, progress=bar if bar.enabled else None)
     finally:
         bar.close()
     if as_json:

@@ -403,9 +403,8 @@ class Scenario:
 # ---- generation ---------------------------------------------------------------------------------
 
 
-def _fault(rng: random.Random, cpus: int, n_updates: int, real: bool = False) -> str:
-    menu = tuple(m for m in _FAULT_MENU if m[0] not in TD_FAULT_LEAVES) if real else _FAULT_MENU
-    leaf, where, statuses = rng.choice(menu)
+def _fault(rng: random.Random, cpus: int, n_updates: int) -> str:
+    leaf, where, statuses = rng.choice(_FAULT_MENU)
     status = rng.choice(statuses)
     cpu = ""
     if where == "lead":
@@ -432,9 +431,9 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged", firm
     """The scenario of `seed` (on a `cpus`-CPU host if given, else a size drawn from the seed)
     for the kernel profile `kernel`.
 
-    `firmware="real"`: the same draws, with what Intel's binary cannot do yet left out (TDs and
-    faults on TD leaves; a second package), the boot module `module` and every update to `to`
-    (Intel releases; default 1.5.06 and 1.5.13). A model scenario is the same as before."""
+    `firmware="real"`: the model's scenario of the seed with what Intel's binary cannot do yet
+    left out (TDs, faults on TD leaves, a second package), booting Intel's `module` and updating
+    every time to `to` (default 1.5.06 and 1.5.13)."""
     real = firmware == "real"
     if firmware not in ("model", "real"):
         raise ValueError(f"firmware must be model or real, not {firmware!r}")
@@ -446,8 +445,6 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged", firm
         raise ValueError(f"cpus must be 1..4096, not {n}")
     # swarm: this seed's feature set (each kept with probability 3/4)
     on = {f: rng.random() < 0.75 for f in SWARM_FEATURES}
-    if real:  # not on Intel's binary yet: the draws are made, their parts left out
-        on["tds"] = on["sockets"] = False
     start = rng.choice((3, 4, 5, 6))
     cap = rng.choices((64, 1, 2), weights=(80, 10, 10))[0]
     nup = rng.choices((1, 2, 3), weights=(65, 28, 7))[0]
@@ -499,16 +496,20 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged", firm
     faults: list[str] = []
     roll = rng.random() if on["faults"] else 1.0
     for _ in range(2 if roll < 0.12 else 1 if roll < 0.45 else 0):
-        f = _fault(rng, n, nup, real)
+        f = _fault(rng, n, nup)
         if _leaf_of(f) not in {_leaf_of(x) for x in faults}:  # one rule per leaf
             faults.append(f)
     updater = rng.choice(usable)
     reboot = rng.random() < 0.25
     boot = str(ModuleVersion(1, 5, start))
-    if real:  # Intel's releases: the boot module, and every update to the one target
+    if real:
+        # the model's scenario of the seed minus what Intel's binary cannot do yet (TDs, faults on
+        # TD leaves, a second package), on Intel's releases: the boot module, every update to `to`
         boot = str(ModuleVersion.parse(module or REAL_DEFAULT[0]))
         target_v = str(ModuleVersion.parse(to or REAL_DEFAULT[1]))
         updates = [replace(u, to=target_v) for u in updates]
+        tds, sockets = [], 1
+        faults = [f for f in faults if _leaf_of(f) not in TD_FAULT_LEAVES]
     sc = Scenario(seed=seed, cpus=n, module=boot, seamdb_capacity=cap,
                   kernel=kernel, sockets=sockets, updater_cpu=updater, tds=tds, readers=readers,
                   irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot,
