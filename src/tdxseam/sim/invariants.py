@@ -19,6 +19,9 @@ Checked when an update ends, against the table of spec-linux.md §5.7 (`OUTCOMES
   `num_remaining_updates` are what the table gives for that step.
 The runner adds: readers see only sane values, no lock-checker report, no exception in kernel
 code, and the run ends (no deadlock, within its step budget).
+`INVARIANTS` names them all by the kind of violation each reports; on real firmware
+(`REAL_NOT_APPLICABLE`, `REAL_FACTS`) the TD ones do not apply and the module's version comes from
+the binary's TDH.SYS.RD answers; every run's report lists which ran (`invariants_for`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ fw_upload files (loading/data/loading, then wait for idle, read `error` and `ver
 the `tdx_host` attribute callbacks, TD builders call KVM-lite, hotplug calls `cpu_down`/`cpu_up`.
 The only things the harness touches directly are the fault knobs the scenario names (a fault
 plan on the SEAM door, the P-SEAMLDR's entropy knobs for one upload).
+
+A scenario with `firmware="real"` boots Intel's binaries from the catalog instead of synthetic
+modules (`sim/real.py`); the report lists the invariants that do not apply there, and a module
+that stops inside a SEAMCALL is the run's outcome (`RunResult.stopped_in_seam`).
 """
 
 from __future__ import annotations
