@@ -54,6 +54,19 @@ def test_a_real_scenario_with_tds_is_refused():
         Scenario.loads(json.dumps(sc.to_json()))
 
 
+def test_every_kind_of_violation_is_a_listed_invariant():
+    """The report's list is the checks' list: a new kind of violation must be named there."""
+    import re
+    from pathlib import Path
+
+    import tdxseam.sim
+
+    src = "".join(p.read_text() for p in Path(tdxseam.sim.__file__).parent.glob("*.py"))
+    kinds = set(re.findall(r'(?:violate|Violation)\(\s*"([a-z-]+)"', src))
+    assert len(kinds) > 20 and kinds <= set(INVARIANTS), kinds - set(INVARIANTS)
+    assert set(REAL_NOT_APPLICABLE) <= set(INVARIANTS)
+
+
 # ---- runs on Intel's binaries ------------------------------------------------------------------------
 
 
