@@ -7,6 +7,8 @@
    bench_update (boot not timed), per leaf, beside the same update on the Python model.
 3. TDH.SYS.TDMR.INIT to completion for one 1 GiB TDMR: the spike's slow path (~40 s per GiB with a
    hook on every instruction), now hooked only at the special instructions.
+4. `sim run --firmware real`: seconds per generated seed (1.5.06 -> 1.5.13, every invariant that
+   applies on), median and spread, beside the same seeds' model scenarios.
 Needs the `real` extra and Intel's binaries (../shared/fixtures or $TDXSEAM_INTEL_BINARIES). Seed 0.
 """
 
@@ -86,6 +88,27 @@ def bench_tdmr_init(cat) -> None:
           f"{ins:,} instructions, {dt:.2f} s ({ins / dt / 1e6:.1f} M instructions/s; last RAX 0x{regs.rax:x})")
 
 
+def bench_sim(cat, seeds: int = 40) -> None:
+    import statistics
+
+    from tdxseam.sim.runner import run_seed
+    from tdxseam.sim.scenario import generate
+
+    times: dict[str, list[float]] = {"real": [], "model": []}
+    for seed in range(seeds):  # interleaved, so both see the same load
+        for fw in ("real", "model"):
+            t0 = time.perf_counter()
+            r = run_seed(seed, firmware=fw, catalog=cat if fw == "real" else None)
+            times[fw].append(time.perf_counter() - t0)
+            assert r.ok, f"seed {seed} on {fw}: {r.violations[:1]} {r.stopped_in_seam}"
+    real, model = times["real"], times["model"]
+    uploads = sum(len(generate(s, firmware="real").updates) for s in range(seeds))
+    print(f"== sim run --firmware real, seeds 0..{seeds - 1} ({uploads} updates): median "
+          f"{statistics.median(real):.3f} s per seed (min {min(real):.3f}, max {max(real):.3f}); "
+          f"model {statistics.median(model) * 1000:.1f} ms (median ratio "
+          f"{statistics.median(a / b for a, b in zip(real, model)):.0f})")
+
+
 def main() -> int:
     cat = find_intel_catalog()
     if cat is None:
@@ -96,6 +119,7 @@ def main() -> int:
     for pair in (("1.5.06", "1.5.13"), ("2.0.04", "2.0.05")):
         bench_update(cat, pair)
     bench_tdmr_init(cat)
+    bench_sim(cat)
     return 0
 
 

@@ -52,6 +52,70 @@ def _check(cpus: int | None, mutate: list[str], schedule: str) -> tuple[str, ...
     return tuple(sorted(set(mutate)))
 
 
+_FIRMWARE_HELP = ("model: the Python TDX module; real: Intel's binaries on the emulated CPU (needs "
+                  "tdxseam[real] and Intel's files; no TDs yet).")
+
+
+def _firmware_option() -> str:
+    return typer.Option("model", "--firmware", metavar="model|real", help=_FIRMWARE_HELP)
+
+
+def _module_option() -> str:
+    return typer.Option(None, "--module", metavar="VERSION",
+                        help="With --firmware real: the Intel release the host boots (default 1.5.06).")
+
+
+def _to_option() -> str:
+    return typer.Option(None, "--to", metavar="VERSION",
+                        help="With --firmware real: the Intel release every update installs (default 1.5.13).")
+
+
+def _catalog_option() -> str:
+    return typer.Option(None, "--catalog", metavar="DIR",
+                        help="With --firmware real: Intel's binaries directory (default: $TDXSEAM_INTEL_BINARIES, "
+                             "or beside the repository).")
+
+
+def _check_firmware(firmware: str, module: str | None, to: str | None, catalog: str | None) -> tuple:
+    """(module, to) as versions for a real-firmware run; usage errors for the rest. The engine's
+    packages are checked here, Intel's files when the run starts (exit 3 without them)."""
+    if firmware not in ("model", "real"):
+        raise exits.CliError(f"--firmware is 'model' or 'real', not {firmware!r}", exits.USAGE)
+    if firmware == "model":
+        if module is not None or to is not None or catalog is not None:
+            raise exits.CliError("--module, --to and --catalog go with --firmware real", exits.USAGE)
+        return None, None
+    from tdxseam.cli.cmd_firmware import require_engine
+    from tdxseam.formats.errors import VersionError
+    from tdxseam.formats.version import ModuleVersion
+
+    require_engine()
+    out = []
+    for opt, v in (("--module", module), ("--to", to)):
+        try:
+            out.append(None if v is None else str(ModuleVersion.parse(v)))
+        except (VersionError, ValueError) as e:
+            raise exits.CliError(f"{opt}: {e}", exits.USAGE) from None
+    return tuple(out)
+
+
+def _run_real(fn, *args, **kw):
+    """Run a simulation; a real-firmware setup problem (no catalog, a release missing, a kernel
+    the binary refuses) or an engine failure at boot is one line and its exit code."""
+    from tdxseam.sim.real import SimSetupError
+
+    try:
+        return fn(*args, **kw)
+    except SimSetupError as e:
+        raise exits.CliError(str(e), e.code) from None
+    except Exception as e:
+        from tdxseam.seam.real.errors import RealFirmwareError
+
+        if isinstance(e, RealFirmwareError):
+            raise exits.CliError(f"real firmware: {e}", exits.FAILED) from None
+        raise
+
+
 def _print_result(r, as_json: bool, *, trace: bool, extra: dict | None = None) -> None:
     if as_json:
         out = r.to_json() | (extra or {})
@@ -91,6 +155,10 @@ def sim_run(
                                   help="Run this scenario (JSON, e.g. from `sim replay --shrink-out`) instead of generating one."),
     trace: bool = typer.Option(False, "--trace", help="Print the event trace after the report."),
     kernel: str = kernel_option(),
+    firmware: str = _firmware_option(),
+    module: str = _module_option(),
+    to: str = _to_option(),
+    catalog: str = _catalog_option(),
     trace_out: Path = outputs.TRACE_OUT,
     timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -98,27 +166,38 @@ def sim_run(
     """One seeded scenario, every invariant checked.
 
     Generate the scenario of --seed, run it with every invariant checked, report. A --scenario
-    file carries its own kernel profile; --kernel applies to generated scenarios.
+    file carries its own kernel profile and firmware; --kernel, --firmware, --module and --to
+    apply to generated scenarios. --firmware real: the TDX module is Intel's binary (the
+    P-SEAMLDR stays the model), booted as --module and updated to --to; no TDs yet, and the
+    report names the invariants that do not apply.
 
-    Exit codes: 0 no violation; 1 a violation; 2 bad arguments; 3 the --scenario file is unreadable or not a scenario.
+    Exit codes: 0 no violation; 1 a violation, or the module stopped inside a SEAMCALL; 2 bad
+    arguments (or the real-firmware packages missing); 3 the --scenario file is unreadable or not
+    a scenario, or Intel's files are not found.
     """
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
+    module, to = _check_firmware(firmware, module, to, catalog)
     outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.runner import replay_command, run_scenario
     from tdxseam.sim.scenario import Scenario, generate
 
     if scenario is not None:
         sc = _load_scenario(scenario)
+        if sc.firmware == "real":
+            from tdxseam.cli.cmd_firmware import require_engine
+
+            require_engine()
         again = f"tdxseam sim run --scenario {scenario}" + "".join(f" --mutate {m}" for m in muts) + (
             f" --schedule {schedule}" if schedule != "random" else "")
     else:
-        sc = generate(seed, cpus=cpus, kernel=kernel)
-        again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule, kernel=kernel)
-    r = run_scenario(sc, mutations=muts, schedule=schedule, trace=True)
+        sc = generate(seed, cpus=cpus, kernel=kernel, firmware=firmware, module=module, to=to)
+        again = replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule, kernel=kernel,
+                               firmware=firmware, module=module, to=to)
+    r = _run_real(run_scenario, sc, mutations=muts, schedule=schedule, trace=True, catalog=catalog)
     _print_result(r, as_json, trace=trace, extra={"replay": again})
     _write_outputs(r, again, trace_out, timeline_out)
-    if r.violations:
+    if not r.ok:
         raise typer.Exit(exits.FAILED)
 
 
@@ -133,27 +212,36 @@ def sim_replay(
     shrink_out: Path = typer.Option(None, "--shrink-out", metavar="FILE",
                                     help="With --shrink: write the smaller scenario here (run it with `sim run --scenario`)."),
     kernel: str = kernel_option(),
+    firmware: str = _firmware_option(),
+    module: str = _module_option(),
+    to: str = _to_option(),
+    catalog: str = _catalog_option(),
     trace_out: Path = outputs.TRACE_OUT,
     timeline_out: Path = outputs.TIMELINE_OUT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a seed again, byte for byte; shrink a failure.
 
-    Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte.
+    Run a seed again: the same scenario, interleaving, verdict and trace, byte for byte (give the
+    --cpus, --kernel, --firmware, --module and --to the seed ran with: `sim run` prints the line).
 
-    Exit codes: 0 no violation; 1 a violation (or --shrink of a seed that passes); 2 bad arguments.
+    Exit codes: 0 no violation; 1 a violation, the module stopped inside a SEAMCALL, or --shrink
+    of a seed that passes; 2 bad arguments (or the real-firmware packages missing); 3 Intel's
+    files are not found.
     """
     muts = _check(cpus, mutate, schedule)
     check_kernel(kernel)
+    module, to = _check_firmware(firmware, module, to, catalog)
     outputs.wanted(trace_out, timeline_out)
     from tdxseam.sim.replay import replay, shrink
 
-    r = replay(seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True, kernel=kernel)
+    r = _run_real(replay, seed, cpus=cpus, mutations=muts, schedule=schedule, trace=True, kernel=kernel,
+                  firmware=firmware, module=module, to=to, catalog=catalog)
     extra = {}
     if do_shrink:
         if not r.violations:
             raise exits.CliError(f"seed {seed} does not fail: nothing to shrink", exits.FAILED)
-        s = shrink(r.scenario, mutations=muts, schedule=schedule)
+        s = _run_real(shrink, r.scenario, mutations=muts, schedule=schedule, catalog=catalog)
         extra["shrunk"] = s.to_json() if as_json else (
             f"{s.original.size()} -> {s.scenario.size()} ({s.runs} runs), still fails with {s.kind}: "
             + s.scenario.dumps())
@@ -172,13 +260,16 @@ def sim_replay(
     _print_result(r, as_json, trace=trace, extra=extra)
     from tdxseam.sim.runner import replay_command
 
-    _write_outputs(r, replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule), trace_out, timeline_out)
-    if r.violations:
+    _write_outputs(r, replay_command(seed, cpus=cpus, mutations=muts, schedule=schedule, kernel=kernel,
+                                     firmware=firmware, module=module, to=to), trace_out, timeline_out)
+    if not r.ok:
         raise typer.Exit(exits.FAILED)
 
 
 def _write_outputs(r, command: str, trace_out: Path | None, timeline_out: Path | None) -> None:
     verdict = f"{len(r.violations)} violation(s), first {r.violations[0].kind}" if r.violations else "no violation"
+    if r.stopped_in_seam is not None:
+        verdict = "the TDX module stopped inside a SEAMCALL" + (f", {verdict}" if r.violations else "")
     muts = f", --mutate {','.join(r.mutations)}" if r.mutations else ""
     outputs.write(r.trace, cpus=r.cpus, title=f"sim seed {r.seed}: {r.cpus} CPUs{muts}, {verdict}",
                   trace_out=trace_out, timeline_out=timeline_out,
@@ -308,6 +399,10 @@ def sim_explore(
     if scenario is not None:
         sc = _load_scenario(scenario)
         cpus, seed = sc.cpus, sc.seed
+        if sc.firmware == "real":  # Intel's binaries, found as `sim run` finds them
+            from tdxseam.cli.cmd_firmware import require_engine
+
+            require_engine()
     else:
         sc = tiny(seed, cpus=cpus, reader=reader, fault=fault, kernel=kernel)
     if choices is not None:
@@ -315,7 +410,7 @@ def sim_explore(
             ranks = parse_compact(choices)
         except ValueError as e:
             raise exits.CliError(f"--choices: {e}", exits.USAGE) from None
-        r = run_schedule(sc, ranks, mutations=muts, depth=depth, trace=True)
+        r = _run_real(run_schedule, sc, ranks, mutations=muts, depth=depth, trace=True)
         _print_result(r, as_json, trace=True)
         if r.violations:
             raise typer.Exit(exits.FAILED)
@@ -324,8 +419,8 @@ def sim_explore(
 
     bar = Progress("explore", "schedules (at most)")
     try:
-        ex = explore(sc, mutations=muts, preemptions=preemptions, depth=depth, max_schedules=max_schedules,
-                     progress=bar if bar.enabled else None)
+        ex = _run_real(explore, sc, mutations=muts, preemptions=preemptions, depth=depth,
+                       max_schedules=max_schedules, progress=bar if bar.enabled else None)
     finally:
         bar.close()
     if as_json:

@@ -19,6 +19,9 @@ Checked when an update ends, against the table of spec-linux.md §5.7 (`OUTCOMES
   `num_remaining_updates` are what the table gives for that step.
 The runner adds: readers see only sane values, no lock-checker report, no exception in kernel
 code, and the run ends (no deadlock, within its step budget).
+`INVARIANTS` names them all by the kind of violation each reports; on real firmware
+(`REAL_NOT_APPLICABLE`, `REAL_FACTS`) the TD ones do not apply and the module's version comes from
+the binary's TDH.SYS.RD answers; every run's report lists which ran (`invariants_for`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,65 @@ class Violation:
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "step": self.step, "message": self.message}
+
+
+# ---- which invariants a run checks ---------------------------------------------------------------
+
+# Every invariant by the kind of violation it reports, with what it checks.
+INVARIANTS: dict[str, str] = {
+    "seamldr-overlap": "never two CPUs inside the P-SEAMLDR",
+    "seamcall-during-update": "no SEAMCALL but the lockstep's own while it runs",
+    "lockstep-phase": "each lockstep SEAMCALL belongs to the shared state of the moment",
+    "td-build-at-shutdown": "no TD mid-build at TDH.SYS.SHUTDOWN",
+    "lp-init-missing": "TDH.SYS.LP.INIT on every CPU of the update before TDH.SYS.UPDATE",
+    "online-changed": "the online CPUs do not change during an update",
+    "lockstep-abort": "the shared state never moves past a state a CPU failed",
+    "lockstep-exit": "every CPU that enters the lockstep leaves it",
+    "update-untracked": "no lockstep outside an upload's write()",
+    "outcome": "each update fails exactly where its causes say (spec-linux §5.7) and nowhere else",
+    "aftermath": "module, version, error file, num_remaining_updates and TDs after each update as §5.7 says",
+    "leak": "no page of an update held after write() returns",
+    "liveness": "the TD-build gate released after every update",
+    "lock-held": "no lock held after an update and at quiescence",
+    "quiescence": "no preemption or interrupt-disable count left",
+    "reader": "sysfs readers and SEAMLDR.INFO callers see sane values",
+    "reader-truth": "`version` and `num_remaining_updates` read what SEAM holds at that moment",
+    "hotplug": "cpu_down/cpu_up fail only where the kernel must refuse",
+    "td": "TD builds and vCPU runs fail only on a lost module or an injected fault",
+    "final": "every TD runs after the run iff the module is usable",
+    "reboot": "after a reboot: the boot module, a fresh SEAMDB, and one more update",
+    "upload": "the upload's files take the whole image and its write() runs",
+    "lockdep": "lock order and interrupt safety (lockdep)",
+    "data-race": "no data race on the update's shared state (KCSAN)",
+    "deadlock": "the run ends without a deadlock",
+    "budget": "the run ends within its step budget",
+    "model-error": "no exception in kernel code or the SEAM side",
+    "setup": "the host offers a runtime update",
+}
+# On real firmware (Intel's binary behind the door): what cannot be checked, and why.
+NO_TDS = "no TDs on real firmware: the TD leaves on Intel's binary are not driven by the emulated host"
+REAL_NOT_APPLICABLE: dict[str, str] = {
+    "td-build-at-shutdown": NO_TDS,
+    "td": NO_TDS,
+    "final": NO_TDS,
+}
+# On real firmware: where an invariant that reads the SEAM side gets its facts instead.
+REAL_FACTS: dict[str, str] = {
+    "reader-truth": "the module's version is what Intel's binary answered to TDH.SYS.RD; the SEAMDB is the P-SEAMLDR model's",
+    "aftermath": "the new module's version from its TDH.SYS.RD answers, readiness from its SEAMRET statuses, "
+                 "the rest from the kernel's files; the TD part does not apply (no TDs)",
+    "reboot": "the boot release comes back (kernel's `version`), a fresh SEAMDB, one more update to the target",
+    "model-error": "also the real-firmware engine's own errors (a platform value it lacks, a runaway SEAMCALL)",
+}
+
+
+def invariants_for(firmware: str) -> dict:
+    """Which invariants a run on `firmware` checks, which do not apply (and why), and where the
+    real-firmware ones get their facts: the report's `invariants`."""
+    if firmware != "real":
+        return {"checked": list(INVARIANTS), "not_applicable": {}}
+    return {"checked": [k for k in INVARIANTS if k not in REAL_NOT_APPLICABLE],
+            "not_applicable": dict(REAL_NOT_APPLICABLE), "facts": dict(REAL_FACTS)}
 
 
 # ---- the lockstep's own SEAMCALLs, by shared state ------------------------------------------------
@@ -342,7 +404,8 @@ class Monitor:
                          once_per=rec.start_step)
         if leaf == TdxLeaf.TDH_SYS_SHUTDOWN:
             mod = self.fw.module
-            if mod is not None:
+            # real firmware: not applicable (REAL_NOT_APPLICABLE), its TDs are in its own memory
+            if mod is not None and not getattr(mod, "real", False):
                 building = sorted(td.tdr_pa for td in mod.tds.tds.values() if td.in_build)
                 rec.build_at_shutdown = building
                 guard = self.profile.td_build_guard
@@ -684,8 +747,13 @@ class Monitor:
         elif exp.module == "new-ready":
             if mod is None or mod is rec.module_before or not ready:
                 out.append("no new usable module")
-            elif mod.build is None or str(mod.build.version) != rec.target:
-                out.append(f"module {mod.build.version if mod.build else '?'} runs, expected {rec.target}")
+            else:
+                from tdxseam.sim.real import module_version
+
+                said = module_version(mod)  # a binary: its TDH.SYS.RD answers
+                unasked = said is None and exp.version == "unchanged"  # the re-read failed: never asked
+                if said != rec.target and not unasked:
+                    out.append(f"module {said or '?'} runs, expected {rec.target}")
         elif exp.module == "new-not-ready":
             if mod is None or mod is rec.module_before or ready:
                 out.append("expected the new module loaded but not initialised")

@@ -15,15 +15,17 @@ is what must persist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tdxseam.sim.runner import RunResult, run_scenario
 from tdxseam.sim.scenario import Scenario, generate
 
 
 def replay(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] = (),
-           schedule: str = "random", trace: bool = True, kernel: str = "merged") -> RunResult:
-    return run_scenario(generate(seed, cpus=cpus, kernel=kernel), mutations=mutations, schedule=schedule,
-                        trace=trace)
+           schedule: str = "random", trace: bool = True, kernel: str = "merged", firmware: str = "model",
+           module: str | None = None, to: str | None = None, catalog: Any = None) -> RunResult:
+    sc = generate(seed, cpus=cpus, kernel=kernel, firmware=firmware, module=module, to=to)
+    return run_scenario(sc, mutations=mutations, schedule=schedule, trace=trace, catalog=catalog)
 
 
 @dataclass
@@ -43,16 +45,16 @@ class ShrinkResult:
 
 
 def shrink(scenario: Scenario, *, mutations: tuple[str, ...] = (), schedule: str = "random",
-           kind: str | None = None, max_runs: int = 400) -> ShrinkResult:
+           kind: str | None = None, max_runs: int = 400, catalog: Any = None) -> ShrinkResult:
     """The smallest variant found that still fails with a violation of `kind` (default: the
     first kind the scenario itself fails with). ValueError if the scenario does not fail."""
-    base = run_scenario(scenario, mutations=mutations, schedule=schedule)
+    base = run_scenario(scenario, mutations=mutations, schedule=schedule, catalog=catalog)
     if not base.violations:
         raise ValueError(f"seed {scenario.seed}: the scenario does not fail; nothing to shrink")
     kind = kind or base.violations[0].kind
 
     def fails(sc: Scenario) -> RunResult | None:
-        r = run_scenario(sc, mutations=mutations, schedule=schedule)
+        r = run_scenario(sc, mutations=mutations, schedule=schedule, catalog=catalog)
         return r if any(v.kind == kind for v in r.violations) else None
 
     cur, cur_res, runs, accepted = scenario, base, 1, 0

@@ -12,6 +12,10 @@ fw_upload files (loading/data/loading, then wait for idle, read `error` and `ver
 the `tdx_host` attribute callbacks, TD builders call KVM-lite, hotplug calls `cpu_down`/`cpu_up`.
 The only things the harness touches directly are the fault knobs the scenario names (a fault
 plan on the SEAM door, the P-SEAMLDR's entropy knobs for one upload).
+
+A scenario with `firmware="real"` boots Intel's binaries from the catalog instead of synthetic
+modules (`sim/real.py`); the report lists the invariants that do not apply there, and a module
+that stops inside a SEAMCALL is the run's outcome (`RunResult.stopped_in_seam`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.platform.cpu import SeamcallEnd
 from tdxseam.platform.sched import StepBudgetExceeded, WaitQueue
-from tdxseam.sim.invariants import Monitor, UpdateRecord, Violation
+from tdxseam.sim.invariants import Monitor, UpdateRecord, Violation, invariants_for
 from tdxseam.sim.scenario import Scenario, generate
 
 SCHEDULES = ("random", "pct")
@@ -41,7 +45,13 @@ def update_image(version: str, kind: str = "good", compat: bool = False) -> byte
     from tdxseam.formats.testsign import DEFAULT_FEATURES0, make_image
 
     kw = {"features0": DEFAULT_FEATURES0 | TDX_FEATURES0_UPDATE_COMPAT} if compat else {}
-    img = bytearray(make_image(ModuleVersion.parse(version), **kw))
+    return break_image(make_image(ModuleVersion.parse(version), **kw), kind)
+
+
+def break_image(image: bytes, kind: str = "good") -> bytes:
+    """A v2 update image (header page, one sigstruct page, module pages), intact or broken in one
+    chosen way: the synthetic modules' and Intel's releases alike."""
+    img = bytearray(image)
     if kind == "bad-header":
         img[0:2] = (0x201).to_bytes(2, "little")  # header version: the kernel wants 0x200
     elif kind == "bad-sig":
@@ -72,10 +82,15 @@ class RunResult:
     stats: dict = field(default_factory=dict)
     scenario: Scenario | None = None
     trace: Any = None  # the host's Trace when the run was traced
+    firmware: str = "model"
+    invariants: dict = field(default_factory=dict)  # invariants.invariants_for: checked, not applicable
+    # real firmware: Intel's module stopped inside a SEAMCALL (ud2, hlt, an exception): the run's
+    # outcome, not an invariant's verdict; the checks that need the host to go on did not run
+    stopped_in_seam: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.violations
+        return not self.violations and self.stopped_in_seam is None
 
     @property
     def first_kind(self) -> str | None:
@@ -88,18 +103,22 @@ class RunResult:
             "violations": [v.to_json() for v in self.violations], "updates": self.updates,
             "steps": self.steps, "schedule_digest": self.schedule_digest,
             "trace_digest": self.trace_digest, "stats": self.stats,
+            "firmware": self.firmware, "invariants": self.invariants, "stopped_in_seam": self.stopped_in_seam,
         }
 
     def report_lines(self) -> list[str]:
         muts = f", mutations {','.join(self.mutations)}" if self.mutations else ""
-        out = [f"seed {self.seed}: {self.cpus} CPUs, schedule {self.schedule}{muts}"]
+        fw = ", real firmware" if self.firmware == "real" else ""
+        out = [f"seed {self.seed}: {self.cpus} CPUs{fw}, schedule {self.schedule}{muts}"]
         if self.scenario is not None:
             out += ["  " + line for line in self.scenario.describe()]
         for u in self.updates:
             how = "succeeded" if u["outcome"] == "none" else f"failed at {u['outcome']}"
+            if u["outcome"] == "module-stopped":
+                how = "did not finish: the module stopped inside a SEAMCALL"
             if u["expected"] == "none-stale" and u["outcome"] == "none":
                 how += " (version re-read failed: WARN, version not refreshed)"
-            elif u["expected"] not in (u["outcome"], "init-offline"):
+            elif u["expected"] not in (u["outcome"], "init-offline") and u["outcome"] != "module-stopped":
                 how += f" (expected {u['expected']})"
             why = f" ({'; '.join(u['causes'])})" if u["causes"] else ""
             err = f"error {u['error']!r}" if u["error"] else "error file empty"
@@ -108,6 +127,17 @@ class RunResult:
         s = self.stats
         out.append(f"TDs built {s.get('tds_built', 0)}, reads {s.get('reads', 0)}, interrupts "
                    f"{s.get('irqs', 0)}, faults fired {s.get('faults_fired', 0)}, hotplug {s.get('hotplug', 0)}")
+        if self.stopped_in_seam is not None:
+            out.append(f"outcome: {self.stopped_in_seam}; the host hangs in stop_machine, the module is lost: "
+                       "the checks after the stop did not run")
+        inv = self.invariants
+        if inv:
+            out.append(f"invariants checked ({len(inv['checked'])}): {', '.join(inv['checked'])}")
+            by_reason: dict[str, list[str]] = {}
+            for name, why in inv["not_applicable"].items():
+                by_reason.setdefault(why, []).append(name)
+            for why, names in by_reason.items():
+                out.append(f"invariants not applicable on real firmware: {', '.join(names)} ({why})")
         if self.violations:
             out.append(f"violations: {len(self.violations)}")
             out += [f"  {v}" for v in self.violations]
@@ -154,7 +184,8 @@ class SimRun:
     """One scenario on one host: build, run, judge."""
 
     def __init__(self, scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
-                 schedule: str | Any = "random", trace: bool = False, max_steps: int | None = None) -> None:
+                 schedule: str | Any = "random", trace: bool = False, max_steps: int | None = None,
+                 catalog: Any = None) -> None:
         from tdxseam.host import DeclaredModule, EmulatedHost
         from tdxseam.kernel.tdx_host import tdx_host_init
         from tdxseam.seam.faults import FaultPlan, parse_fault_spec
@@ -174,10 +205,19 @@ class SimRun:
         boot = DeclaredModule(ModuleVersion.parse(sc.module))
         if self.compat:
             boot = _replace(boot, features0=boot.features0 | TDX_FEATURES0_UPDATE_COMPAT)
-        self.host = EmulatedHost(
-            sc.cpus, seed=sc.seed, module=boot,
-            seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
-            mutations=frozenset(self.mutations), trace=trace, kernel=sc.kernel, sockets=sc.sockets)
+        self.catalog = None
+        if sc.firmware == "real":  # Intel's releases from the catalog (sim/real.py)
+            from tdxseam.seam.real import require
+            from tdxseam.sim.real import catalog_dir, real_host
+
+            require()
+            self.catalog = catalog_dir(catalog)
+            self.host = real_host(sc, self.catalog, mutations=frozenset(self.mutations), trace=trace)
+        else:
+            self.host = EmulatedHost(
+                sc.cpus, seed=sc.seed, module=boot,
+                seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
+                mutations=frozenset(self.mutations), trace=trace, kernel=sc.kernel, sockets=sc.sockets)
         self.k = self.host.kernel
         self.m = self.host.machine
         self.fw = self.host.fw
@@ -207,7 +247,7 @@ class SimRun:
             if schedule == "pct":
                 from tdxseam.sim.schedules import PctPolicy, measured_horizon
 
-                horizon = measured_horizon(sc, self.mutations)
+                horizon = measured_horizon(sc, self.mutations, catalog=self.catalog)
                 self.stats["pct_horizon"] = horizon
                 self.pct = self.sched.pick = PctPolicy(sc.seed, horizon=horizon)
             elif schedule != "random":
@@ -259,6 +299,14 @@ class SimRun:
     def _cpu(self) -> Any:
         return self.m.current_cpu()
 
+    def _image(self, version: str, kind: str) -> bytes:
+        """The update image the scenario uploads: a synthetic module, or Intel's release."""
+        if self.catalog is not None:
+            from tdxseam.sim.real import update_image as real_image
+
+            return real_image(self.catalog, version, kind)
+        return update_image(version, kind, self.compat)
+
     def _wait_upload(self, k: int) -> None:
         self._cpu().sleep_until(self.sig, lambda: self.uploads_started >= k or self.updater_done,
                                 f"sim: upload {k} to begin")
@@ -271,7 +319,7 @@ class SimRun:
         try:
             for i, u in enumerate(self.sc.updates):
                 _delay(cpu, u.delay)
-                image = update_image(u.to, u.image, self.compat)
+                image = self._image(u.to, u.image)
                 for attempt in range(u.retries + 1):
                     rec = UpdateRecord(i, attempt, str(ModuleVersion.parse(u.to)), u.image, u.aslr_entropy,
                                        u.seamdb_entropy, self.sched.steps, relocation=u.relocation,
@@ -345,11 +393,14 @@ class SimRun:
     def _truth_version(self) -> str | int:
         """What `version` must read now, from the firmware: the running module's version when it
         is usable, else ENXIO."""
+        from tdxseam.sim.real import module_version
+
         fw = self.fw
         mod = fw.module
-        if mod is None or not mod.ready or not fw.seamextend.seam_ready or mod.build is None:
+        said = module_version(mod)  # real firmware: what the binary answered to TDH.SYS.RD
+        if mod is None or not mod.ready or not fw.seamextend.seam_ready or said is None:
             return -errno.ENXIO
-        return f"{mod.build.version}\n"
+        return f"{said}\n"
 
     def _reader(self, i: int, r: Any) -> None:
         cpu = self._cpu()
@@ -509,18 +560,31 @@ class SimRun:
             for rep in self.k.kcsan.reports:
                 mon.violate("data-race", rep.message)
             mon.violate("budget", f"the run did not end: {e}")
+        from tdxseam.seam.stopped import ModuleStopped
+
+        stopped = next((err for _t, err in sched.errors if isinstance(err, ModuleStopped)), None)
+        if stopped is not None:
+            # Intel's code never returned: that CPU stays in SEAM mode, the others wait for it in
+            # stop_machine forever. The hang (a deadlock, or spinning past the step budget) and the
+            # unfinished lockstep are its consequences, not findings of their own.
+            self.m.emit("sim", f"the TDX module stopped: {stopped}")
+            mon.violations = [v for v in mon.violations if v.kind not in ("deadlock", "budget")]
+            for rec in mon.records:
+                if not rec.observed:  # never judged: its write() never returned
+                    rec.observed = "module-stopped"
         for task, err in sched.errors:
-            mon.violate("model-error", f"{task.name} on cpu{task.cpu.id} raised {type(err).__name__}: {err}")
+            if err is not stopped:
+                mon.violate("model-error", f"{task.name} on cpu{task.cpu.id} raised {type(err).__name__}: {err}")
         sched.errors.clear()
         sched.pick = None  # the checks below use the seeded draw, whatever explored the run
         for rep in self.k.lockdep.reports:
             mon.violate("lockdep", rep.message)
         for rec in mon.records:
-            if rec.started and not rec.ended:
+            if rec.started and not rec.ended and stopped is None:
                 mon.violate("lockstep-exit", f"upload {rec.index}.{rec.attempt}: CPUs never left the lockstep")
-        if ended and not sched.deadlock and not sched.live_tasks():
+        if ended and not sched.deadlock and not sched.live_tasks() and stopped is None:
             mon.quiescence()
-        if ended and not sched.deadlock:
+        if ended and not sched.deadlock and stopped is None:
             self._final_checks()
             if self.sc.reboot and not sched.errors:
                 self._reboot_checks()
@@ -540,6 +604,8 @@ class SimRun:
             violations=list(mon.violations), updates=[r.summary() for r in mon.records if r.index >= 0],
             steps=sched.steps, schedule_digest=hashlib.sha256(sched.choices[boot_choices:].tobytes()).hexdigest()[:16],
             trace_digest=digest, stats=dict(self.stats), scenario=self.sc, trace=tr if tr.enabled else None,
+            firmware=self.sc.firmware, invariants=invariants_for(self.sc.firmware),
+            stopped_in_seam=str(stopped) if stopped is not None else None,
         )
 
     def _reboot_checks(self) -> None:
@@ -574,7 +640,7 @@ class SimRun:
                                   f"{ret or info.num_remaining_updates}, expected {left} (a fresh SEAMDB)")
             return
         target = _reboot_update_target(sc)
-        ret = h2.run_on(0, seamldr_install_module, k2, update_image(target, "good", self.compat))
+        ret = h2.run_on(0, seamldr_install_module, k2, self._image(target, "good"))
         v = h2.run_on(0, dev.version_show)
         if left and (ret or v != f"{target}\n"):
             mon.violate("reboot", f"the update after the reboot failed ({ret}, version {v!r})")
@@ -615,7 +681,10 @@ class SimRun:
 
 
 def _reboot_update_target(sc: Scenario) -> str:
-    """A version above every one the scenario installs (the update after the reboot)."""
+    """A version above every one the scenario installs (the update after the reboot); on real
+    firmware the scenario's own target, an Intel release."""
+    if sc.firmware == "real":
+        return str(max(ModuleVersion.parse(u.to) for u in sc.updates))
     top = max([ModuleVersion.parse(sc.module)] + [ModuleVersion.parse(u.to) for u in sc.updates])
     return str(ModuleVersion(top.major, top.minor, top.update + 1))
 
@@ -626,18 +695,23 @@ def _boot_version(sc: Scenario) -> str:
 
 def run_scenario(scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
                  schedule: str | Any = "random", trace: bool = False,
-                 max_steps: int | None = None) -> RunResult:
-    return SimRun(scenario, mutations=mutations, schedule=schedule, trace=trace, max_steps=max_steps).run()
+                 max_steps: int | None = None, catalog: Any = None) -> RunResult:
+    """`catalog`: Intel's binaries for a real-firmware scenario (default: found as demo finds them)."""
+    return SimRun(scenario, mutations=mutations, schedule=schedule, trace=trace, max_steps=max_steps,
+                  catalog=catalog).run()
 
 
 def run_seed(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
-             schedule: str = "random", trace: bool = False, kernel: str = "merged") -> RunResult:
-    return run_scenario(generate(seed, cpus=cpus, kernel=kernel), mutations=mutations, schedule=schedule,
-                        trace=trace)
+             schedule: str = "random", trace: bool = False, kernel: str = "merged",
+             firmware: str = "model", module: str | None = None, to: str | None = None,
+             catalog: Any = None) -> RunResult:
+    sc = generate(seed, cpus=cpus, kernel=kernel, firmware=firmware, module=module, to=to)
+    return run_scenario(sc, mutations=mutations, schedule=schedule, trace=trace, catalog=catalog)
 
 
 def replay_command(seed: int, *, cpus: int | None = None, mutations: tuple[str, ...] | frozenset[str] = (),
-                   schedule: str = "random", kernel: str = "merged") -> str:
+                   schedule: str = "random", kernel: str = "merged", firmware: str = "model",
+                   module: str | None = None, to: str | None = None) -> str:
     """The command line that reproduces a seed's run. A negative seed goes after `--`, where it
     cannot be taken for an option."""
     opts: list[str] = []
@@ -649,5 +723,9 @@ def replay_command(seed: int, *, cpus: int | None = None, mutations: tuple[str, 
         opts += ["--mutate", m]
     if schedule != "random":
         opts += ["--schedule", schedule]
+    if firmware == "real":  # the releases too: the same seed on other releases is another run
+        from tdxseam.sim.scenario import REAL_DEFAULT
+
+        opts += ["--firmware", "real", "--module", module or REAL_DEFAULT[0], "--to", to or REAL_DEFAULT[1]]
     seed_arg = [str(seed)] + opts if seed >= 0 else opts + ["--", str(seed)]
     return " ".join(["tdxseam", "sim", "replay", *seed_arg])

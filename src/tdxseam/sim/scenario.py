@@ -35,6 +35,7 @@ IMAGE_KINDS = ("good", "bad-header", "bad-sig", "bad-hash")
 IRQ_HANDLERS = ("nop", "seamldr_info", "nmi")  # nmi: an NMI (taken even with interrupts off)
 HOST_SIZES = (2, 2, 3, 4, 4, 5, 6, 8)
 MAX_DELAY = 60
+REAL_DEFAULT = ("1.5.06", "1.5.13")  # real firmware: Intel's releases booted and updated to
 
 # Fault rules the generator draws from: (leaf, CPU choice, statuses). "lead" = CPU 0 (the lockstep's
 # lead), "any" = a random CPU or none, "none" = any CPU. Statuses use the fault-spec syntax of
@@ -52,6 +53,8 @@ _FAULT_MENU: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("TDH_MNG_CREATE", "none", ("TDX_OPERAND_BUSY", "TDX_RND_NO_ENTROPY")),
     ("TDH_VP_ENTER", "none", ("TDX_OPERAND_BUSY",)),
 )
+# The menu's TD leaves: left out on real firmware, which runs no TDs yet.
+TD_FAULT_LEAVES = frozenset({"TDH_MNG_CREATE", "TDH_VP_ENTER"})
 # Features a seed may leave out altogether (swarm testing): each seed draws which it keeps, so
 # some runs stress one mechanism without the noise of the others.
 SWARM_FEATURES = ("tds", "readers", "irqs", "hotplug", "faults", "bad-images", "entropy", "sockets")
@@ -145,11 +148,17 @@ class Scenario:
     updates: list[UpdateSpec] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # LEAF[@CPU][#N]=STATUS
     reboot: bool = False  # after the run: reboot the host and update it once more
+    # "model": the Python TDX module (synthetic test-signed modules); "real": Intel's binaries
+    # from the catalog on the emulated CPU (sim/real.py): no TDs, one package
+    firmware: str = "model"
 
     # ---- printing and files ---------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.firmware == "model":  # the model's scenarios print as they always have
+            del d["firmware"]
+        return d
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -160,7 +169,7 @@ class Scenario:
         kinds = {"tds": TdSpec, "readers": ReaderSpec, "irqs": IrqSpec, "hotplug": HotplugSpec,
                  "updates": UpdateSpec}
         types = {"seed": int, "cpus": int, "module": str, "seamdb_capacity": int, "updater_cpu": int,
-                 "kernel": str, "sockets": int, "reboot": bool}
+                 "kernel": str, "sockets": int, "reboot": bool, "firmware": str}
         if not isinstance(data, dict):
             raise ScenarioError(f"a scenario is a JSON object, not {type(data).__name__}")
         unknown = set(data) - {f.name for f in fields(cls)}
@@ -218,6 +227,17 @@ class Scenario:
         if not 1 <= self.sockets <= self.cpus:
             raise ScenarioError(f"sockets must be 1..{self.cpus}, not {self.sockets}")
         cpu_ok(self.updater_cpu, "updater")
+        if self.firmware not in ("model", "real"):
+            raise ScenarioError(f"firmware must be model or real, not {self.firmware!r}")
+        if self.firmware == "real":
+            if self.tds:
+                raise ScenarioError("tds: real firmware runs no TDs yet (the TD leaves on Intel's binary "
+                                    "are not driven by the emulated host)")
+            if self.sockets != 1:
+                raise ScenarioError("sockets: the real-firmware platform model describes one package")
+            td_faults = [f for f in self.faults if _leaf_of(f) in TD_FAULT_LEAVES]
+            if td_faults:
+                raise ScenarioError(f"faults: {td_faults[0]} hits a TD leaf; real firmware runs no TDs")
         for t in self.tds:
             cpu_ok(t.cpu, "td")
             if not (1 <= t.vcpus <= 8 and 1 <= t.pages <= 8):
@@ -255,7 +275,8 @@ class Scenario:
     def describe(self) -> list[str]:
         """One line per part, for `sim run` and shrink reports."""
         pk = f" in {self.sockets} packages" if self.sockets > 1 else ""
-        out = [f"host: {self.cpus} CPUs{pk}, kernel {self.kernel}, module {self.module}, SEAMDB capacity "
+        fw = ", Intel's binaries (real firmware), no TDs" if self.firmware == "real" else ""
+        out = [f"host: {self.cpus} CPUs{pk}{fw}, kernel {self.kernel}, module {self.module}, SEAMDB capacity "
                f"{self.seamdb_capacity} (updates left after boot: {self.seamdb_capacity - 1})"]
         for i, t in enumerate(self.tds):
             when = "before start" if t.prebuilt else (f"when upload {t.race} begins" if t.race else "meanwhile")
@@ -406,9 +427,19 @@ def _leaf_of(spec: str) -> str:
     return spec.split("=", 1)[0].split("@", 1)[0].split("#", 1)[0]
 
 
-def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> Scenario:
+def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged", firmware: str = "model",
+             module: str | None = None, to: str | None = None) -> Scenario:
     """The scenario of `seed` (on a `cpus`-CPU host if given, else a size drawn from the seed)
-    for the kernel profile `kernel`."""
+    for the kernel profile `kernel`.
+
+    `firmware="real"`: the model's scenario of the seed with what Intel's binary cannot do yet
+    left out (TDs, faults on TD leaves, a second package), booting Intel's `module` and updating
+    every time to `to` (default 1.5.06 and 1.5.13)."""
+    real = firmware == "real"
+    if firmware not in ("model", "real"):
+        raise ValueError(f"firmware must be model or real, not {firmware!r}")
+    if not real and (module is not None or to is not None):
+        raise ValueError("module and to choose Intel releases: they go with firmware real")
     rng = random.Random(f"tdxseam sim scenario {seed}")
     n = cpus if cpus is not None else rng.choice(HOST_SIZES)
     if not 1 <= n <= 4096:
@@ -471,9 +502,19 @@ def generate(seed: int, *, cpus: int | None = None, kernel: str = "merged") -> S
             faults.append(f)
     updater = rng.choice(usable)
     reboot = rng.random() < 0.25
-    sc = Scenario(seed=seed, cpus=n, module=str(ModuleVersion(1, 5, start)), seamdb_capacity=cap,
+    boot = str(ModuleVersion(1, 5, start))
+    if real:
+        # the model's scenario of the seed minus what Intel's binary cannot do yet (TDs, faults on
+        # TD leaves, a second package), on Intel's releases: the boot module, every update to `to`
+        boot = str(ModuleVersion.parse(module or REAL_DEFAULT[0]))
+        target_v = str(ModuleVersion.parse(to or REAL_DEFAULT[1]))
+        updates = [replace(u, to=target_v) for u in updates]
+        tds, sockets = [], 1
+        faults = [f for f in faults if _leaf_of(f) not in TD_FAULT_LEAVES]
+    sc = Scenario(seed=seed, cpus=n, module=boot, seamdb_capacity=cap,
                   kernel=kernel, sockets=sockets, updater_cpu=updater, tds=tds, readers=readers,
-                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot)
+                  irqs=irqs, hotplug=hotplug, updates=updates, faults=faults, reboot=reboot,
+                  firmware=firmware)
     sc.validate()
     return sc
 

@@ -72,14 +72,15 @@ class PctPolicy:
         return best
 
 
-def measured_horizon(scenario: Scenario, mutations: tuple[str, ...] | frozenset[str] = ()) -> int:
+def measured_horizon(scenario: Scenario, mutations: tuple[str, ...] | frozenset[str] = (), *,
+                     catalog: Any = None) -> int:
     """PCT's horizon k for a scenario: the decisions its PCT run makes without change points (a
     probe run with the same priorities), so the d-1 change points fall inside the run rather than
     past its end (the run is the probe's up to the first change point)."""
     from tdxseam.sim.runner import SimRun
 
     probe = PctPolicy(scenario.seed, depth=1)
-    SimRun(scenario, mutations=mutations, schedule=probe).run()
+    SimRun(scenario, mutations=mutations, schedule=probe, catalog=catalog).run()
     return max(2, probe.decisions)
 
 
