@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from tdxseam.formats.record import record
 
 PROBE_ENV = "TDXSEAM_PROBE"
 Probe = Callable[[bytes, bytes], Any]
@@ -30,7 +31,7 @@ class ProbeUnavailable(RuntimeError):
     """$TDXSEAM_PROBE=on but the real-firmware engine cannot be imported."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProbeFailure:
     """The engine was there but could not run this binary: not a source, a note."""
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
 
 from tdxseam.formats.errors import FormatError
+from tdxseam.formats.record import record
 
 FORM_IMMEDIATES = "immediates"
 FORM_RODATA = "rodata"
@@ -40,7 +40,7 @@ _MAX_MAJOR = 15
 _MAX_MINOR = 99
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BuildConstants:
     build_date: int  # decimal yyyymmdd, as TDH.SYS.RD reports it
     build_num: int

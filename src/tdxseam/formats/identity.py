@@ -23,7 +23,6 @@ sigstruct, because that is what the P-SEAMLDR copies into SYS_INFO_TABLE.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from enum import Enum
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 from tdxseam.formats.buildinfo import FORM_TEXT, BuildConstants, find_build_constants
 from tdxseam.formats.errors import FormatError, VersionError
 from tdxseam.formats.mapping import MappingFile
+from tdxseam.formats.record import field, record
 from tdxseam.formats.releases import known_release, known_version
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct
 from tdxseam.formats.synthetic import SyntheticHeader
@@ -94,7 +94,7 @@ def version_from_name(name: str) -> ModuleVersion | None:
         return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ModuleIdentity:
     version: ModuleVersion
     build_num: int | None
@@ -181,7 +181,7 @@ class ModuleIdentity:
         }
 
 
-@dataclass
+@record
 class _Claims:
     """Every source's statement of every fact, in authority order."""
 

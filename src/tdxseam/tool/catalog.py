@@ -17,7 +17,6 @@ import os
 import re
 import stat
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from tdxseam.formats.image import (
     parse_v2,
 )
 from tdxseam.formats.mapping import MAPPING_FILE_MAX_SIZE, MappingFile, MappingRelease, parse_mapping
+from tdxseam.formats.record import field, record
 from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.errors import ToolError
@@ -45,7 +45,7 @@ MAX_FILE_SIZE = MODULE_FILE_MAX_SIZE
 _LINE_DIR_RE = re.compile(r"^\d+\.\d+$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Issue:
     """A named problem: a stable `code` for scripts and a one-line `message` for people."""
 
@@ -59,7 +59,7 @@ class Issue:
         return f"{self.code}: {self.message}"
 
 
-@dataclass
+@record
 class ModuleFile:
     """A module as found on disk: its parts if they could be located, and container issues."""
 
@@ -198,7 +198,7 @@ def load_module_files(paths: list[str]) -> list[ModuleFile]:
 # -- catalog -----------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class CatalogRelease:
     """One version in a catalog: its file (if any), its mapping entry (if any), and notes."""
 
@@ -224,7 +224,7 @@ class CatalogRelease:
         }
 
 
-@dataclass
+@record
 class Catalog:
     path: Path
     mapping: MappingFile

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from tdxseam.formats.errors import FormatError
 from tdxseam.formats.files import FileError, OutputRefused, write_file
 from tdxseam.formats.image import build_v1, build_v2, kernel_check_v2, parse_v1, parse_v2
+from tdxseam.formats.record import record
 from tdxseam.tool.catalog import ModuleFile, load_module_file
 from tdxseam.tool.errors import Kind, ToolError
 
@@ -51,7 +51,7 @@ def image_for(mf: ModuleFile, fmt: str = "v2", *, check_only: bool = False) -> b
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConvertResult:
     source: str
     source_format: str

@@ -17,11 +17,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from tdxseam.formats.record import field, record
 from tdxseam.formats.sysfs_abi import (
     CLASS_SEAMLDR_UPLOAD,
     CLASS_TDX_MODULE,
@@ -246,7 +246,7 @@ def cpuid_1_eax(family: int, model: int, stepping: int) -> int:
     return (ext_family << 20) | (ext_model << 16) | (base_family << 8) | (base_model << 4) | stepping
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuId:
     family: int
     model: int
@@ -302,7 +302,7 @@ def parse_cpu_list(text: str) -> frozenset[int]:
 # -- the host ------------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class Attr:
     """One attribute read: its path, its text (stripped) or the error that read gave."""
 
@@ -333,7 +333,7 @@ def read_attr(fs: SysfsRoot, rel: str) -> Attr:
         return Attr(rel, None, os_error_text(exc) + hint, exc.errno)
 
 
-@dataclass
+@record
 class HostInfo:
     """Everything plan and update need from a host, with every read failure kept as text."""
 
