@@ -19,12 +19,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from typing import Any
 
 from tdxseam.formats.record import record
 
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
+
 PROBE_ENV = "TDXSEAM_PROBE"
-Probe = Callable[[bytes, bytes], Any]
+Probe = Callable[[bytes, bytes], object]  # the facts (FirmwareFacts) or a ProbeFailure
 
 
 class ProbeUnavailable(RuntimeError):

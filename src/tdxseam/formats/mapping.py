@@ -12,12 +12,15 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tdxseam.formats.errors import MappingError, VersionError
 from tdxseam.formats.files import FileError, read_file
 from tdxseam.formats.record import field, record
 from tdxseam.formats.version import ModuleVersion
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = "1.0"
 _REQUIRED = ("version", "min_module_version_for_td_preserving", "min_seamldr_versions")

@@ -18,7 +18,6 @@ import re
 import stat
 import struct
 from pathlib import Path
-from typing import Any
 
 from tdxseam.formats.errors import FormatError, MappingError
 from tdxseam.formats.files import FileError, errno_text, read_file
@@ -39,6 +38,10 @@ from tdxseam.formats.record import field, record
 from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.errors import ToolError
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAPPING_FILE = "mapping_file.json"
 MAX_FILE_SIZE = MODULE_FILE_MAX_SIZE

@@ -19,7 +19,6 @@ import os
 import stat
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from tdxseam.formats.record import field, record
 from tdxseam.formats.sysfs_abi import (
@@ -33,6 +32,10 @@ from tdxseam.formats.sysfs_abi import (
     TDX_MODULE_UPLOAD,
     UPLOAD_FILES,
 )
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 READ_ALL_MAX = 64 << 20  # /proc/cpuinfo of a 4096-CPU host is ~6 MiB

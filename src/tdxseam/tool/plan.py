@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from tdxseam.formats.record import field, record, replace
 from tdxseam.formats.releases import RELEASES_BY_VERSION
@@ -25,6 +24,10 @@ from tdxseam.tool.catalog import Catalog, CatalogRelease, ModuleFile
 from tdxseam.tool.errors import Kind, ToolError
 from tdxseam.tool.hostinfo import HostInfo
 from tdxseam.tool.verify import VerifyOptions, VerifyResult, verify_module
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 INTEL = "intel"
 STRICT = "strict"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from collections.abc import Callable
-from typing import Any
 
 from tdxseam.formats.identity import IdentityError, ModuleIdentity, resolve_identity
 from tdxseam.formats.mapping import MappingFile
@@ -26,6 +25,10 @@ from tdxseam.formats.measure import check_seamhash
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct, check_sigstruct
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.catalog import Issue, ModuleFile, mapping_beside
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 _NO_MODULE_SIZE = 1 << 40  # range checks cannot fail without a module; it is reported instead
 
