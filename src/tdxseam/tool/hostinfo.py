@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from enum import Enum
 from pathlib import Path
 
@@ -181,17 +180,34 @@ class DirCachedRoot(SysfsRoot):
         return True
 
     def is_dir(self, rel: str) -> bool:
+        # the directory's own handle answers (O_DIRECTORY opens only a directory) and is kept for
+        # the reads under it: one lookup where a stat and then the open were two
         try:
-            fd, name = self._at(rel)
-            return stat.S_ISDIR(os.stat(name, dir_fd=fd).st_mode)
+            self._dir(rel.strip("/"))
         except (OSError, ValueError):
             return False
+        return True
 
     def read_text(self, rel: str) -> str:
         d, name = self._at(rel)
         fd = os.open(name, os.O_RDONLY, dir_fd=d)
         try:
             return os.read(fd, 65536).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def read_all(self, rel: str) -> str:
+        # read() to the end without the fstat() and buffer set-up of open(): one round trip less
+        d, name = self._at(rel)
+        fd = os.open(name, os.O_RDONLY, dir_fd=d)
+        try:
+            out = bytearray()
+            while len(out) < READ_ALL_MAX:
+                b = os.read(fd, min(1 << 16, READ_ALL_MAX - len(out)))
+                if not b:
+                    break
+                out += b
+            return out.decode("utf-8", "replace")
         finally:
             os.close(fd)
 
