@@ -13,21 +13,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def intel_dir() -> Path | None:
-    env = os.environ.get("TDXSEAM_INTEL_BINARIES")
-    for c in ([Path(env)] if env else []) + [REPO.parent / "shared" / "fixtures" / "intel-tdx-module-binaries"]:
-        if (c / "mapping_file.json").is_file():
-            return c
-    return None
 
 
 def median_ms(fn, runs: int) -> float:
@@ -50,7 +38,9 @@ def main() -> int:
     from tdxseam.formats.mapping import load_mapping
     from tdxseam.formats.sigstruct import Sigstruct
 
-    d = intel_dir()
+    from tdxseam.demo import find_intel_catalog
+
+    d = find_intel_catalog()
     items = []
     if d is not None:
         mapping = load_mapping(d / "mapping_file.json")

@@ -15,32 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from tdxseam.sim.campaign import run_campaign
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from _ray_workers import kill_a_busy_worker  # noqa: E402
 
-def our_ray_workers(title: bytes) -> list[int]:
-    """PIDs of Ray workers started by this process (its raylet's children) with this title."""
-    me, out = os.getpid(), []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[0] != title:
-                    continue
-            with open(f"/proc/{p}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{parent}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                    out.append(int(p))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
+from tdxseam.sim.campaign import run_campaign  # noqa: E402
 
 
 def main() -> int:
@@ -66,13 +50,8 @@ def main() -> int:
             killed: list[int] = []
 
             def kill_one(st, kill=kill, killed=killed) -> None:
-                if kill and not killed and st.total // 4 <= st.done <= 3 * st.total // 4:
-                    busy = set(our_ray_workers(b"ray::run_chunk"))
-                    time.sleep(0.03)  # busy on two looks: in a batch, not handing one back
-                    for pid in sorted(busy & set(our_ray_workers(b"ray::run_chunk"))):
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                        return
+                if kill and st.total // 4 <= st.done <= 3 * st.total // 4:
+                    kill_a_busy_worker(killed)
 
             res = run_campaign(args.runs, backend="ray", mutations=muts, keep_records=True, progress=kill_one)
             ref = refs[muts]

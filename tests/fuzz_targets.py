@@ -210,32 +210,34 @@ def _accepted(what: str, ok: bool, data: bytes) -> None:
 # -- properties ---------------------------------------------------------------------------------------
 
 
-def prop_v1_blob(data: bytes) -> None:
-    """The v1 parser raises only FormatError; what it accepts, it accepts only whole."""
+def _count(target: str) -> None:
     COUNTS["runs"] += 1
-    COUNTS["runs.v1_blob"] += 1
+    COUNTS[f"runs.{target}"] += 1
+
+
+def _named_only(what: str, fn, *args, named: type[Exception] = FormatError):  # noqa: ANN001
+    """(True, fn(*args)), or (False, None) when fn raised its named error; any other exception is
+    counted and fails the property."""
     try:
-        parse_v1(data)
-    except FormatError:
-        pass
+        return True, fn(*args)
+    except named:
+        return False, None
     except Exception as e:
         COUNTS["unnamed_errors"] += 1
-        raise AssertionError(f"parse_v1 raised {type(e).__name__}: {e}") from e
+        raise AssertionError(f"{what} raised {type(e).__name__}: {e}") from e
+
+
+def prop_v1_blob(data: bytes) -> None:
+    """The v1 parser raises only FormatError; what it accepts, it accepts only whole."""
+    _count("v1_blob")
+    _named_only("parse_v1", parse_v1, data)
 
 
 def prop_v2_image(data: bytes) -> None:
-    COUNTS["runs"] += 1
-    COUNTS["runs.v2_image"] += 1
+    _count("v2_image")
     from tdxseam.formats.image import extract, kernel_check_v2
 
-    try:
-        parse_v2(data)
-        extract(data)
-    except FormatError:
-        pass
-    except Exception as e:
-        COUNTS["unnamed_errors"] += 1
-        raise AssertionError(f"v2 parser raised {type(e).__name__}: {e}") from e
+    _named_only("v2 parser", lambda: (parse_v2(data), extract(data)))
     rej = kernel_check_v2(data)
     assert rej is None or rej.errno > 0
 
@@ -243,78 +245,58 @@ def prop_v2_image(data: bytes) -> None:
 def prop_sigstruct(data: bytes) -> None:
     """Sigstruct parsing and the loader's checks raise only FormatError; a sigstruct that is not
     the signed original byte for byte never passes the signature check with a trusted key."""
-    COUNTS["runs"] += 1
-    COUNTS["runs.sigstruct"] += 1
+    _count("sigstruct")
     from tdxseam.formats.sigstruct import Sigstruct, check_sigstruct, verify_signature
 
     sig_bytes = data[V1_SIGSTRUCT_OFFSET: V1_SIGSTRUCT_OFFSET + SIGSTRUCT_SIZE]
-    try:
+
+    def checks() -> tuple[list, bool]:
         sig = Sigstruct.from_bytes(sig_bytes)
-        problems = check_sigstruct(sig, module_size=len(ORIGINAL[1]),
-                                   trusted_key_hashes=[testsign.signing_key().key_hash])
-        good = verify_signature(sig)
-    except FormatError:
+        return (check_sigstruct(sig, module_size=len(ORIGINAL[1]),
+                                trusted_key_hashes=[testsign.signing_key().key_hash]),
+                verify_signature(sig))
+
+    parsed, out = _named_only("sigstruct", checks)
+    if not parsed:
         return
-    except Exception as e:
-        COUNTS["unnamed_errors"] += 1
-        raise AssertionError(f"sigstruct raised {type(e).__name__}: {e}") from e
+    problems, good = out
     if bytes(sig_bytes) != ORIGINAL[0] and good and not problems:
         COUNTS["accepted_changes"] += 1
         raise AssertionError("a changed sigstruct passed every check")
 
 
 def prop_mapping(text: bytes) -> None:
-    COUNTS["runs"] += 1
-    COUNTS["runs.mapping"] += 1
+    _count("mapping")
     from tdxseam.formats.mapping import parse_mapping
 
-    try:
-        parse_mapping(text)
-    except FormatError:
-        pass
-    except Exception as e:
-        COUNTS["unnamed_errors"] += 1
-        raise AssertionError(f"parse_mapping raised {type(e).__name__}: {e}") from e
+    _named_only("parse_mapping", parse_mapping, text)
 
 
 def prop_version(text: str) -> None:
     """Versions are ASCII `major.minor.update` (sysfs and Intel's files write nothing else): what
     parses is ASCII digits and dots, and prints back to the same numbers."""
-    COUNTS["runs"] += 1
-    COUNTS["runs.version"] += 1
+    _count("version")
     import re
 
     from tdxseam.formats.version import ModuleVersion
 
-    try:
-        v = ModuleVersion.parse(text)
-    except FormatError:
+    parsed, v = _named_only("ModuleVersion.parse", ModuleVersion.parse, text)
+    if not parsed:
         return
-    except Exception as e:
-        COUNTS["unnamed_errors"] += 1
-        raise AssertionError(f"ModuleVersion.parse raised {type(e).__name__}: {e}") from e
     assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", text.strip(), re.ASCII), f"{text!r} parsed as {v}"
     assert ModuleVersion.parse(str(v)) == v
 
 
 def prop_scenario(text: str) -> None:
-    COUNTS["runs"] += 1
-    COUNTS["runs.scenario"] += 1
+    _count("scenario")
     from tdxseam.sim.scenario import Scenario, ScenarioError
 
-    try:
-        Scenario.loads(text)
-    except ScenarioError:
-        pass
-    except Exception as e:
-        COUNTS["unnamed_errors"] += 1
-        raise AssertionError(f"Scenario.loads raised {type(e).__name__}: {e}") from e
+    _named_only("Scenario.loads", Scenario.loads, text, named=ScenarioError)
 
 
 def prop_verify_module(data: bytes) -> None:
     """The operator tool's verification, in-process: never accepts a changed signed byte."""
-    COUNTS["runs"] += 1
-    COUNTS["runs.verify_module"] += 1
+    _count("verify_module")
     from tdxseam.tool.catalog import module_from_bytes
     from tdxseam.tool.verify import VerifyOptions, verify_module
 
@@ -331,8 +313,7 @@ def _tmp_file(tmp: Path, data: bytes, name: str = f"tdx_module_{VERSION}.blob") 
 
 
 def prop_cli_verify(data: bytes, as_json: bool) -> None:
-    COUNTS["runs"] += 1
-    COUNTS["runs.cli_verify"] += 1
+    _count("cli_verify")
     with tempfile.TemporaryDirectory() as t:
         p = _tmp_file(Path(t), data)
         args = ["verify", "--trust-key", str(Path(t) / "k.pem"), str(p)] + (["--json"] if as_json else [])
@@ -343,8 +324,7 @@ def prop_cli_verify(data: bytes, as_json: bool) -> None:
 
 
 def prop_cli_mrseam(data: bytes) -> None:
-    COUNTS["runs"] += 1
-    COUNTS["runs.cli_mrseam"] += 1
+    _count("cli_mrseam")
     with tempfile.TemporaryDirectory() as t:
         p = _tmp_file(Path(t), data)
         args = ["mrseam", "--json", "--trust-key", str(Path(t) / "k.pem"), str(p)]
@@ -392,8 +372,7 @@ def _plan(data: bytes, mapping: bytes | None, as_json: bool, equals_form: bool) 
 
 def prop_cli_pair(data: bytes, module_cut: int | None) -> None:
     """verify of a .bin/.sigstruct pair cut from the mutated container."""
-    COUNTS["runs"] += 1
-    COUNTS["runs.cli_pair"] += 1
+    _count("cli_pair")
     sig = data[V1_SIGSTRUCT_OFFSET: V1_SIGSTRUCT_OFFSET + SIGSTRUCT_SIZE]
     module = data[_MODULE_AT:][:module_cut]
     with tempfile.TemporaryDirectory() as t:
@@ -412,8 +391,7 @@ def prop_cli_pair(data: bytes, module_cut: int | None) -> None:
 
 
 def prop_cli_convert(data: bytes, fmt: str) -> None:
-    COUNTS["runs"] += 1
-    COUNTS["runs.cli_convert"] += 1
+    _count("cli_convert")
     with tempfile.TemporaryDirectory() as t:
         p = _tmp_file(Path(t), data)
         out_path = Path(t) / "out.img"

@@ -11,15 +11,8 @@ import sys
 
 import pytest
 
-from tdxseam.cli import exits, main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = ei.value.code
-    return (code if isinstance(code, int) else 1), out, err
+from _cli import run
+from tdxseam.cli import exits
 
 
 def usage(capsys, *argv: str, word: str) -> None:

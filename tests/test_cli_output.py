@@ -11,18 +11,11 @@ from pathlib import Path
 import pytest
 
 from _tool_host import make_root
-from tdxseam.cli import exits, main
+from _cli import run
+from tdxseam.cli import exits
 from tdxseam.formats import testsign
 
 RED_LIE = "\x1b[31mFAKE: all checks passed\x1b[0m\x1b]0;owned\x07\r"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = ei.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def _catalog(tmp_path: Path, extra_key: str | None = None) -> Path:

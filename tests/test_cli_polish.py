@@ -15,17 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tdxseam.cli import exits, main
+from _cli import run
+from tdxseam.cli import exits
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = ei.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 # -- progress --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tdxseam.cli import main
+from _cli import run as _cli
 from tdxseam.platform.trace import Trace
 from tdxseam.sim.chrome_trace import chrome_trace
 from tdxseam.sim.runner import run_seed
@@ -128,13 +128,6 @@ def check_trace_events(doc: dict) -> dict:
     if unnamed:
         raise FormatError(f"threads without thread_name metadata: {sorted(unnamed)}")
     return counts
-
-
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_a_failing_replay_is_valid_trace_event_json(capsys, tmp_path):

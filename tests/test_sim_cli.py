@@ -8,15 +8,8 @@ import sys
 
 import pytest
 
-from tdxseam.cli import main
+from _cli import run as _run
 from tdxseam.kernel.kernel import MUTATIONS
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_mutations_lists_every_planted_bug(capsys):

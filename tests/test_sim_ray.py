@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
+from _ray_workers import kill_a_busy_worker
 from tdxseam.sim.campaign import run_campaign
 
 ray = pytest.importorskip("ray")
@@ -80,48 +79,13 @@ def test_ray_campaign_equals_worker_processes_seed_by_seed(cluster, by_processes
     assert seen[-1].done == RUNS and seen[-1].violations == res.violations
 
 
-def _our_ray_workers(title: bytes) -> list[int]:
-    """PIDs of this process's Ray workers (raylet's children) whose process title is `title`."""
-    me, out = os.getpid(), []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                name = f.read().split(b"\0")[0]
-            if name != title:
-                continue
-            with open(f"/proc/{p}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{parent}/stat") as f:
-                grandparent = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if grandparent == me:
-            out.append(int(p))
-    return out
-
-
-def _kill_a_busy_worker(killed: list[int]) -> None:
-    """SIGKILL one of our workers that is in the middle of a batch (busy on two looks 30 ms apart,
-    so not one that is just handing its result back), once."""
-    if killed:
-        return
-    busy = set(_our_ray_workers(b"ray::run_chunk"))
-    time.sleep(0.03)
-    for pid in sorted(busy & set(_our_ray_workers(b"ray::run_chunk"))):
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-        return
-
-
 def test_a_worker_killed_mid_campaign_loses_no_seed(cluster, by_processes):
     """SIGKILL a worker while it runs a batch: the batch is sent again, every seed counted once."""
     killed: list[int] = []
 
     def kill_one(st) -> None:
         if RUNS // 4 <= st.done <= 3 * RUNS // 4:  # batches still queued behind the victim's
-            _kill_a_busy_worker(killed)
+            kill_a_busy_worker(killed)
 
     res = run_campaign(RUNS, backend="ray", cpus=4, mutations=("no-abort",), keep_records=True,
                        progress=kill_one)
@@ -139,7 +103,7 @@ def test_the_kill_is_real_without_resubmission(cluster, monkeypatch):
 
     def kill_one(st) -> None:
         if st.done <= 3 * RUNS // 4:
-            _kill_a_busy_worker(killed)
+            kill_a_busy_worker(killed)
 
     with pytest.raises(campaign.CampaignError, match="worker lost 1 times"):
         run_campaign(RUNS, backend="ray", cpus=4, progress=kill_one)
