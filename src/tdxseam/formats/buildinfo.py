@@ -36,7 +36,11 @@ FORM_TEXT = {
 _ANCHOR = b"\x08\x66"
 _ANCHOR_RE = re.compile(re.escape(_ANCHOR))
 _ANCHOR_AT = 13
-_DATE_TOP = re.compile(rb"[\x33-\x40]\x01")
+# The top two bytes of a yyyymmdd in 2015-2099 are 01 33..01 40. The section is searched with its
+# bytes 33..40 all read as 33 (a translated copy, same offsets), so the pattern is a plain pair,
+# which a compiled pattern finds ~3x quicker than the byte class [33-40] followed by 01.
+_DATE_TOP = re.compile(rb"\x33\x01")
+_DATE_TOP_TABLE = bytes(0x33 if 0x33 <= b <= 0x40 else b for b in range(256))
 _RECORD = struct.Struct("<IHHH")  # build_date, build_num, minor, major (the .rodata form)
 _MAX_MAJOR = 15
 _MAX_MINOR = 99
@@ -146,9 +150,10 @@ def rodata_ranges(module: bytes) -> list[tuple[int, int]]:
 def find_rodata(module: bytes) -> list[BuildConstants]:
     out = []
     for start, end in rodata_ranges(module):
-        # the top two bytes of a yyyymmdd in 2015-2099 are 01 33..01 40: jump from hit to hit
-        for m in _DATE_TOP.finditer(module, start + 2, end):
-            off = m.start() - 2
+        # jump from hit to hit of the date's top bytes (see _DATE_TOP)
+        section = module[start:end].translate(_DATE_TOP_TABLE)
+        for m in _DATE_TOP.finditer(section, 2):
+            off = start + m.start() - 2
             if off % 2 or off + _RECORD.size > end:
                 continue
             date = struct.unpack_from("<I", module, off)[0]
