@@ -73,6 +73,8 @@ class ModuleFile:
     issues: list[Issue] = field(default_factory=list)
     sigstruct_path: Path | None = None  # the .sigstruct of a pair
     raw: bytes | None = None  # the container as read (v1/v2)
+    # `raw` itself when its strict parse passed at load (module_from_bytes): not parsed again
+    valid_raw: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def name_version(self) -> ModuleVersion | None:
@@ -150,7 +152,7 @@ def module_from_bytes(data: bytes, path: str | os.PathLike[str] = "image") -> Mo
         return ModuleFile(Path(path), "unknown", None, None,
                           [Issue("format", "not a v1 blob (0x100) or v2 image (0x200)")], raw=data)
     sig, module, issues = split_container(data, kind)
-    return ModuleFile(Path(path), kind, sig, module, issues, raw=data)
+    return ModuleFile(Path(path), kind, sig, module, issues, raw=data, valid_raw=None if issues else data)
 
 
 def _load_pair(bin_path: Path, sig_path: Path, *, sigstruct: bytes | None = None,

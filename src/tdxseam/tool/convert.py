@@ -34,7 +34,8 @@ def image_for(mf: ModuleFile, fmt: str = "v2", *, check_only: bool = False) -> b
         raise ToolError(f"{mf.display}: cannot build an image ({why})")
     try:
         if mf.format == fmt and mf.raw is not None and not mf.issues:
-            (parse_v2 if fmt == "v2" else parse_v1)(mf.raw)
+            if mf.valid_raw is not mf.raw:  # else its strict parse passed when it was loaded
+                (parse_v2 if fmt == "v2" else parse_v1)(mf.raw)
             return mf.raw
         if check_only:
             from tdxseam.formats.image import check_v1_parts, check_v2_parts
