@@ -120,6 +120,25 @@ def test_convert_pair_and_passthrough(tmp_path, intel_dir):
     assert res.source_format == "pair" and image_for(mf, "v2") == mf.raw  # valid v2 passes through
 
 
+def test_image_for_parses_again_only_what_load_did_not_check(tmp_path, monkeypatch):
+    """A container that passed its strict parse when loaded goes through as is; one whose bytes were
+    replaced afterwards is parsed again, and refused if it no longer passes."""
+    import tdxseam.tool.convert as convert
+
+    (tmp_path / "m.blob").write_bytes(testsign.make_blob())
+    mf = load_module_file(tmp_path / "m.blob")
+    assert mf.valid_raw is mf.raw and not mf.issues
+    parsed = []
+    monkeypatch.setattr(convert, "parse_v1", lambda data: parsed.append(data))
+    assert image_for(mf, "v1") is mf.raw and parsed == []
+    monkeypatch.undo()
+    bad = bytearray(mf.raw)
+    bad[0x3000] ^= 1
+    mf.raw = bytes(bad)  # no longer the bytes that were checked
+    with pytest.raises(ToolError, match="checksum"):
+        image_for(mf, "v1", check_only=True)
+
+
 def test_convert_refuses_damaged_input(tmp_path):
     bad = bytearray(testsign.make_blob())
     bad[0x3000] ^= 1

@@ -19,18 +19,22 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+
+from tdxseam.formats.record import record
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROBE_ENV = "TDXSEAM_PROBE"
-Probe = Callable[[bytes, bytes], Any]
+Probe = Callable[[bytes, bytes], object]  # the facts (FirmwareFacts) or a ProbeFailure
 
 
 class ProbeUnavailable(RuntimeError):
     """$TDXSEAM_PROBE=on but the real-firmware engine cannot be imported."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProbeFailure:
     """The engine was there but could not run this binary: not a source, a note."""
 

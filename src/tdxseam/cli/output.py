@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 # C0 controls but \t and \n, DEL, C1 controls, bidirectional overrides, lone surrogates
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")

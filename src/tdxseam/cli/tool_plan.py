@@ -7,25 +7,29 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
-from typing import Any
 
 from tdxseam.cli import exits
 
+TYPE_CHECKING = False  # typing and contextlib cost start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
-@contextmanager
-def _tool_errors():
+
+class _tool_errors:  # noqa: N801  (used as `with _tool_errors():`)
     """ToolError and FormatError become one-line CliErrors with their documented codes."""
-    from tdxseam.formats.errors import FormatError
-    from tdxseam.tool.errors import Kind, ToolError
 
-    try:
-        yield
-    except ToolError as e:
-        code = {Kind.BAD_INPUT: exits.BAD_INPUT, Kind.HOST: exits.HOST_UNREADABLE, Kind.USAGE: exits.USAGE}[e.kind]
-        raise exits.CliError(str(e), code) from None
-    except FormatError as e:
-        raise exits.CliError(str(e), exits.BAD_INPUT) from None
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind, exc, tb) -> None:  # noqa: ANN001
+        from tdxseam.formats.errors import FormatError
+        from tdxseam.tool.errors import Kind, ToolError
+
+        if isinstance(exc, ToolError):
+            code = {Kind.BAD_INPUT: exits.BAD_INPUT, Kind.HOST: exits.HOST_UNREADABLE, Kind.USAGE: exits.USAGE}[exc.kind]
+            raise exits.CliError(str(exc), code) from None
+        if isinstance(exc, FormatError):
+            raise exits.CliError(str(exc), exits.BAD_INPUT) from None
 
 
 def _dump(obj: Any) -> None:

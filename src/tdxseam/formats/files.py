@@ -88,8 +88,12 @@ def read_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> b
             raise FileError(path, f"is {kind_of(st.st_mode)}, not a regular file", code="not_regular")
         chunks: list[bytes] = []
         size = 0
+        # the first read asks for the size stat gives, plus one byte to see a file that grew: a
+        # larger buffer would be allocated, then shrunk with a copy
+        step = st.st_size + 1 if 0 < st.st_size < 1 << 20 else 1 << 20
         while size <= limit:
-            b = os.read(fd, min(limit + 1 - size, 1 << 20))
+            b = os.read(fd, min(limit + 1 - size, step))
+            step = 1 << 20
             if not b:
                 break
             chunks.append(b)

@@ -23,18 +23,21 @@ sigstruct, because that is what the P-SEAMLDR copies into SYS_INFO_TABLE.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from enum import Enum
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from tdxseam.formats.buildinfo import FORM_TEXT, BuildConstants, find_build_constants
 from tdxseam.formats.errors import FormatError, VersionError
 from tdxseam.formats.mapping import MappingFile
+from tdxseam.formats.record import field, record
 from tdxseam.formats.releases import known_release, known_version
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct
 from tdxseam.formats.synthetic import SyntheticHeader
 from tdxseam.formats.version import ModuleVersion
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 OPTION = "--module-version"
 _NAME_RE = re.compile(r"tdx_module_(\d+\.\d+\.\d+)")
@@ -71,7 +74,7 @@ class IdentityError(FormatError):
     (code "unknown"). One line, naming the file, the fact and the sources."""
 
 
-class FirmwareFacts(Protocol):
+class FirmwareFacts(Protocol if TYPE_CHECKING else object):
     """What a real-firmware engine read from the module with TDH.SYS.RD."""
 
     ok: bool
@@ -94,7 +97,7 @@ def version_from_name(name: str) -> ModuleVersion | None:
         return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ModuleIdentity:
     version: ModuleVersion
     build_num: int | None
@@ -181,7 +184,7 @@ class ModuleIdentity:
         }
 
 
-@dataclass
+@record
 class _Claims:
     """Every source's statement of every fact, in authority order."""
 

@@ -14,11 +14,11 @@ import errno as _errno
 import struct
 import sys
 from array import array
-from dataclasses import dataclass
 from enum import Enum
 
 from tdxseam.formats.errors import BlobError, FormatError, ImageError, SigstructError
 from tdxseam.formats.page import PAGE_SIZE, nr_pages, pad_to_pages
+from tdxseam.formats.record import record
 from tdxseam.formats.seamldr_params import SEAMLDR_MAX_NR_MODULE_PAGES, SEAMLDR_MAX_NR_SIG_PAGES
 from tdxseam.formats.sigstruct import (
     HEADER_LENGTH_DWORDS,
@@ -160,7 +160,7 @@ def _check_checksum(err: type[FormatError], what: str, data: bytes) -> None:
 # -- v1: Intel TDX-BLOB -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class V1Header:
     version: int
     checksum: int
@@ -181,7 +181,7 @@ class V1Header:
                               self.signature, self.length, self.reserved0)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class V1Blob:
     header: V1Header
     sigstruct: bytes  # 2048 bytes
@@ -262,7 +262,7 @@ def build_v1(sigstruct: bytes, module: bytes, *, extra_pages: int = 0) -> bytes:
 # -- v2: Linux update image -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class V2Header:
     version: int
     checksum: int
@@ -284,7 +284,7 @@ class V2Header:
                               self.sigstruct_nr_pages, self.module_nr_pages) + self.reserved
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KernelReject:
     """Why the merged kernel refuses an image: spec-linux §4.3 step, our code, and the errno."""
 
@@ -318,7 +318,7 @@ def kernel_check_v2(data: bytes) -> KernelReject | None:
     return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class V2Image:
     header: V2Header
     sigstruct_pages: tuple[bytes, ...]
@@ -420,7 +420,7 @@ def detect(data: bytes) -> ImageFormat:
     return ImageFormat.UNKNOWN
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Extracted:
     """The two parts of a module, whichever container they came in."""
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tdxseam.formats.errors import MappingError, VersionError
 from tdxseam.formats.files import FileError, read_file
+from tdxseam.formats.record import field, record
 from tdxseam.formats.version import ModuleVersion
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = "1.0"
 _REQUIRED = ("version", "min_module_version_for_td_preserving", "min_seamldr_versions")
@@ -29,14 +32,14 @@ _HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+")
 MAPPING_FILE_MAX_SIZE = 4 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MappingHeader:
     copyright: str | None = None
     info: str | None = None
     version: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MappingRelease:
     version: ModuleVersion
     min_module_version_for_td_preserving: ModuleVersion
@@ -46,7 +49,7 @@ class MappingRelease:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # unknown keys
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MappingFile:
     header: MappingHeader
     releases: tuple[MappingRelease, ...]

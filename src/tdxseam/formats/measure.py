@@ -8,9 +8,9 @@ TEE_TCB_SVN[0..1] = (minor SVN, major SVN). Attestation maintainers need these b
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from tdxseam.formats.page import PAGE_SIZE
+from tdxseam.formats.record import record
 from tdxseam.formats.sigstruct import SEAMHASH_STEP, Problem, Sigstruct
 from tdxseam.formats.status import SeamldrStatus
 
@@ -37,7 +37,7 @@ def tee_tcb_svn(seamsvn: int) -> bytes:
     return bytes([seamsvn & 0xFF, (seamsvn >> 8) & 0xFF]) + bytes(TEE_TCB_SVN_SIZE - 2)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Measurement:
     """The TD-quote fields a successful install of this sigstruct yields."""
 

@@ -10,12 +10,12 @@ changed for some releases: informational, not authoritative) and §11.1 (MRSEAM,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from tdxseam.formats.record import record
 from tdxseam.formats.version import ModuleVersion
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KnownRelease:
     version: ModuleVersion
     mrseam: bytes  # = SEAMHASH

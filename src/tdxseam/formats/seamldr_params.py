@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from tdxseam.formats.errors import FormatError
+from tdxseam.formats.record import field, record
 
 SEAMLDR_PARAMS_SIZE = 4096
 SEAMLDR_MAX_NR_MODULE_PAGES = 496
@@ -19,7 +19,7 @@ _PAGES = struct.Struct(f"<{SEAMLDR_MAX_NR_MODULE_PAGES}Q")
 assert _HEAD.size + _PAGES.size == SEAMLDR_PARAMS_SIZE
 
 
-@dataclass
+@record
 class SeamldrParams:
     version: int = 0
     scenario: int = SEAMLDR_SCENARIO_UPDATE

@@ -7,15 +7,14 @@ P-SEAMLDR emulator takes the first problem's status and the operator tool lists 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 
 from tdxseam.formats.errors import SigstructError
 from tdxseam.formats.page import PAGE_SIZE
+from tdxseam.formats.record import record, replace
 from tdxseam.formats.status import SeamldrStatus
 from tdxseam.formats.version import ModuleVersion
 
@@ -104,7 +103,7 @@ del _off, _name, _code
 _RESERVED3_VERSION = struct.Struct("<HBBHH")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeclaredVersion:
     """The version a 2.0-style sigstruct carries in reserved3 (absent in 1.5 sigstructs)."""
 
@@ -113,7 +112,7 @@ class DeclaredVersion:
     unknown: int  # u16 @0x3EE; 0x0008 in 2.0.04 only, meaning not known
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Sigstruct:
     """Every field of the SEAM sigstruct, little-endian, exactly as stored.
 
@@ -182,12 +181,12 @@ class Sigstruct:
             )
         try:
             return _STRUCT.pack(*values, *table)
-        except struct.error as exc:  # a field out of range after dataclasses.replace()
+        except struct.error as exc:  # a field out of range after replace()
             raise SigstructError("sigstruct", f"cannot pack: {exc}", code="pack") from None
 
     def replace(self, **changes: object) -> Sigstruct:
         """A copy with some fields changed (the signature is NOT recomputed)."""
-        return dataclasses.replace(self, **changes)
+        return replace(self, **changes)
 
     # -- derived values ---------------------------------------------------------------------
 
@@ -346,7 +345,7 @@ def verify_signature_openssl(sig: Sigstruct) -> bool:
 # -- the P-SEAMLDR's checks as data -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Problem:
     """One failed loader check: a stable code, the §7.4 step, a message, the loader's status.
 

@@ -14,9 +14,9 @@ The enums name the codes tdxseam's own code uses; `status_table` holds every pub
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
 from enum import IntEnum
 
+from tdxseam.formats.record import record
 from tdxseam.formats.status_table import (
     KERNEL_NAMES,
     KERNEL_SW_STATUSES,
@@ -106,7 +106,7 @@ _SW_BY_VALUE = {v: n for n, v, _ in KERNEL_SW_STATUSES}
 _KERNEL_BY_CODE = {v & _CODE_MASK: n for v, n in KERNEL_NAMES.items()}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DecodedStatus:
     """What a 64-bit status means, in the words a log reader needs."""
 

@@ -26,8 +26,8 @@ an ELF parser. So `testsign.make_module` starts its module bytes with this fixed
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from tdxseam.formats.record import record
 from tdxseam.formats.version import ModuleVersion
 
 SYNTH_MAGIC = b"TDXSEAM-SYNTHMOD"
@@ -37,7 +37,7 @@ _HEADER = struct.Struct("<16sHHHHHIQHHBBH18s")
 assert _HEADER.size == SYNTH_HEADER_SIZE
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SyntheticHeader:
     version: ModuleVersion
     build_num: int

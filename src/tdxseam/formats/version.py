@@ -7,19 +7,18 @@ Versions are compared as integer tuples, never as strings or semver (spec-format
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from tdxseam.formats.errors import VersionError
 
 _VERSION_RE = re.compile(r"([0-9]{1,5})\.([0-9]{1,5})\.([0-9]{1,5})")  # ASCII only: `\d` also matches other scripts' digits
 
 
-class ModuleVersion(NamedTuple):
+# collections.namedtuple rather than typing.NamedTuple: the same class, without loading typing
+class ModuleVersion(namedtuple("ModuleVersion", "major minor update")):
     """major.minor.update; tuple order is version order. `str()` gives Intel's "x.y.zz"."""
 
-    major: int
-    minor: int
-    update: int
+    __slots__ = ()
 
     @classmethod
     def parse(cls, text: str) -> ModuleVersion:

@@ -17,9 +17,7 @@ import os
 import re
 import stat
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tdxseam.formats.errors import FormatError, MappingError
 from tdxseam.formats.files import FileError, errno_text, read_file
@@ -36,16 +34,21 @@ from tdxseam.formats.image import (
     parse_v2,
 )
 from tdxseam.formats.mapping import MAPPING_FILE_MAX_SIZE, MappingFile, MappingRelease, parse_mapping
+from tdxseam.formats.record import field, record
 from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.errors import ToolError
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAPPING_FILE = "mapping_file.json"
 MAX_FILE_SIZE = MODULE_FILE_MAX_SIZE
 _LINE_DIR_RE = re.compile(r"^\d+\.\d+$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Issue:
     """A named problem: a stable `code` for scripts and a one-line `message` for people."""
 
@@ -59,7 +62,7 @@ class Issue:
         return f"{self.code}: {self.message}"
 
 
-@dataclass
+@record
 class ModuleFile:
     """A module as found on disk: its parts if they could be located, and container issues."""
 
@@ -70,6 +73,8 @@ class ModuleFile:
     issues: list[Issue] = field(default_factory=list)
     sigstruct_path: Path | None = None  # the .sigstruct of a pair
     raw: bytes | None = None  # the container as read (v1/v2)
+    # `raw` itself when its strict parse passed at load (module_from_bytes): not parsed again
+    valid_raw: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def name_version(self) -> ModuleVersion | None:
@@ -147,7 +152,7 @@ def module_from_bytes(data: bytes, path: str | os.PathLike[str] = "image") -> Mo
         return ModuleFile(Path(path), "unknown", None, None,
                           [Issue("format", "not a v1 blob (0x100) or v2 image (0x200)")], raw=data)
     sig, module, issues = split_container(data, kind)
-    return ModuleFile(Path(path), kind, sig, module, issues, raw=data)
+    return ModuleFile(Path(path), kind, sig, module, issues, raw=data, valid_raw=None if issues else data)
 
 
 def _load_pair(bin_path: Path, sig_path: Path, *, sigstruct: bytes | None = None,
@@ -198,7 +203,7 @@ def load_module_files(paths: list[str]) -> list[ModuleFile]:
 # -- catalog -----------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class CatalogRelease:
     """One version in a catalog: its file (if any), its mapping entry (if any), and notes."""
 
@@ -224,7 +229,7 @@ class CatalogRelease:
         }
 
 
-@dataclass
+@record
 class Catalog:
     path: Path
     mapping: MappingFile

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from tdxseam.formats.errors import FormatError
 from tdxseam.formats.files import FileError, OutputRefused, write_file
 from tdxseam.formats.image import build_v1, build_v2, kernel_check_v2, parse_v1, parse_v2
+from tdxseam.formats.record import record
 from tdxseam.tool.catalog import ModuleFile, load_module_file
 from tdxseam.tool.errors import Kind, ToolError
 
@@ -34,7 +34,8 @@ def image_for(mf: ModuleFile, fmt: str = "v2", *, check_only: bool = False) -> b
         raise ToolError(f"{mf.display}: cannot build an image ({why})")
     try:
         if mf.format == fmt and mf.raw is not None and not mf.issues:
-            (parse_v2 if fmt == "v2" else parse_v1)(mf.raw)
+            if mf.valid_raw is not mf.raw:  # else its strict parse passed when it was loaded
+                (parse_v2 if fmt == "v2" else parse_v1)(mf.raw)
             return mf.raw
         if check_only:
             from tdxseam.formats.image import check_v1_parts, check_v2_parts
@@ -51,7 +52,7 @@ def image_for(mf: ModuleFile, fmt: str = "v2", *, check_only: bool = False) -> b
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConvertResult:
     source: str
     source_format: str

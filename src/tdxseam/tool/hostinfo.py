@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
+from tdxseam.formats.record import field, record
 from tdxseam.formats.sysfs_abi import (
     CLASS_SEAMLDR_UPLOAD,
     CLASS_TDX_MODULE,
@@ -33,6 +31,10 @@ from tdxseam.formats.sysfs_abi import (
     TDX_MODULE_UPLOAD,
     UPLOAD_FILES,
 )
+
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 READ_ALL_MAX = 64 << 20  # /proc/cpuinfo of a 4096-CPU host is ~6 MiB
@@ -178,17 +180,34 @@ class DirCachedRoot(SysfsRoot):
         return True
 
     def is_dir(self, rel: str) -> bool:
+        # the directory's own handle answers (O_DIRECTORY opens only a directory) and is kept for
+        # the reads under it: one lookup where a stat and then the open were two
         try:
-            fd, name = self._at(rel)
-            return stat.S_ISDIR(os.stat(name, dir_fd=fd).st_mode)
+            self._dir(rel.strip("/"))
         except (OSError, ValueError):
             return False
+        return True
 
     def read_text(self, rel: str) -> str:
         d, name = self._at(rel)
         fd = os.open(name, os.O_RDONLY, dir_fd=d)
         try:
             return os.read(fd, 65536).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def read_all(self, rel: str) -> str:
+        # read() to the end without the fstat() and buffer set-up of open(): one round trip less
+        d, name = self._at(rel)
+        fd = os.open(name, os.O_RDONLY, dir_fd=d)
+        try:
+            out = bytearray()
+            while len(out) < READ_ALL_MAX:
+                b = os.read(fd, min(1 << 16, READ_ALL_MAX - len(out)))
+                if not b:
+                    break
+                out += b
+            return out.decode("utf-8", "replace")
         finally:
             os.close(fd)
 
@@ -246,7 +265,7 @@ def cpuid_1_eax(family: int, model: int, stepping: int) -> int:
     return (ext_family << 20) | (ext_model << 16) | (base_family << 8) | (base_model << 4) | stepping
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuId:
     family: int
     model: int
@@ -302,7 +321,7 @@ def parse_cpu_list(text: str) -> frozenset[int]:
 # -- the host ------------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class Attr:
     """One attribute read: its path, its text (stripped) or the error that read gave."""
 
@@ -333,7 +352,7 @@ def read_attr(fs: SysfsRoot, rel: str) -> Attr:
         return Attr(rel, None, os_error_text(exc) + hint, exc.errno)
 
 
-@dataclass
+@record
 class HostInfo:
     """Everything plan and update need from a host, with every read failure kept as text."""
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
 
+from tdxseam.formats.record import field, record, replace
 from tdxseam.formats.releases import RELEASES_BY_VERSION
 from tdxseam.formats.sigstruct import CPUID_STEPPING_MASK
 from tdxseam.formats.version import ModuleVersion
@@ -26,11 +25,15 @@ from tdxseam.tool.errors import Kind, ToolError
 from tdxseam.tool.hostinfo import HostInfo
 from tdxseam.tool.verify import VerifyOptions, VerifyResult, verify_module
 
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
+
 INTEL = "intel"
 STRICT = "strict"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Check:
     """One rule applied to one release (or to the host): ok is True, False, or None (not
     applicable / cannot tell; does not refuse)."""
@@ -44,7 +47,7 @@ class Check:
         return {"name": self.name, "ok": self.ok, "rule": self.rule, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PlanOptions:
     verify: VerifyOptions = VerifyOptions()
     ignore_strict_compat: bool = False
@@ -55,7 +58,7 @@ class PlanOptions:
         return self.verify.allow_debug
 
 
-@dataclass
+@record
 class Candidate:
     version: ModuleVersion | None
     release: CatalogRelease | None  # None for a FILE given outside the catalog
@@ -91,7 +94,7 @@ class Candidate:
         }
 
 
-@dataclass
+@record
 class IntelView:
     """What Intel's version_select_and_load.py would do on this host with this catalog."""
 
@@ -104,7 +107,7 @@ class IntelView:
                 "skipped": self.skipped}
 
 
-@dataclass
+@record
 class Plan:
     host: HostInfo
     catalog: Catalog | None

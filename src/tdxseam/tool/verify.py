@@ -15,22 +15,25 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from tdxseam.formats.identity import IdentityError, ModuleIdentity, resolve_identity
 from tdxseam.formats.mapping import MappingFile
 from tdxseam.formats.page import nr_pages, pad_to_pages
+from tdxseam.formats.record import field, record
 from tdxseam.formats.seamldr_params import SEAMLDR_MAX_NR_MODULE_PAGES
 from tdxseam.formats.measure import check_seamhash
 from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct, check_sigstruct
 from tdxseam.formats.version import ModuleVersion
 from tdxseam.tool.catalog import Issue, ModuleFile, mapping_beside
 
+TYPE_CHECKING = False  # typing costs start-up; annotations are strings (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
+
 _NO_MODULE_SIZE = 1 << 40  # range checks cannot fail without a module; it is reported instead
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VerifyOptions:
     trusted_key_hashes: tuple[bytes, ...] = (INTEL_KEY_HASH,)
     allow_debug: bool = False
@@ -39,7 +42,7 @@ class VerifyOptions:
     probe: Callable[[bytes, bytes], Any] | None = field(default=None, compare=False)  # real firmware
 
 
-@dataclass
+@record
 class VerifyResult:
     file: ModuleFile
     problems: list[Issue]
@@ -151,7 +154,7 @@ def verify_files(files: Iterable[ModuleFile], opts: VerifyOptions = VerifyOption
     return [verify_module(f, opts) for f in files]
 
 
-@dataclass
+@record
 class TrustedKeys:
     """The key pins in force: Intel's production key plus any --trust-key PEM files."""
 
