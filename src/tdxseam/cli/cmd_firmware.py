@@ -7,8 +7,6 @@ reports about itself. Files are v1 blobs, v2 images, or a module ELF with FILE.s
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
 import typer
@@ -39,27 +37,14 @@ def shown(path: str) -> str:
 
 
 def read_regular(path: Path, limit: int = MAX_FILE) -> bytes:
-    """A regular file's bytes, at most `limit`: never a device, FIFO or directory."""
+    """A regular file's bytes, at most `limit`, through the one reader (formats.files): never a
+    device, FIFO or directory; one line, exit 3, otherwise."""
+    from tdxseam.formats.files import FileError, read_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        raise exits.CliError(f"{shown(str(path))}: {e.strerror or e}", exits.BAD_INPUT) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise exits.CliError(f"{shown(str(path))}: not a regular file", exits.BAD_INPUT)
-        if st.st_size > limit:
-            raise exits.CliError(f"{shown(str(path))}: {st.st_size} bytes, more than a module image "
-                                 f"({limit} bytes)", exits.BAD_INPUT)
-        data = os.read(fd, limit + 1)
-        while len(data) < st.st_size:
-            chunk = os.read(fd, limit + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
+        return read_file(path, limit, "a module image")
+    except FileError as e:
+        raise exits.CliError(shown(str(e)), exits.BAD_INPUT) from None
 
 
 def module_parts(path: Path) -> tuple[bytes, bytes]:
