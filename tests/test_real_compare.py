@@ -32,10 +32,20 @@ def test_both_stop_in_update_from_2_0_02_to_2_0_04(intel_dir):
 
 
 def test_a_wrong_model_value_is_an_unexplained_difference(intel_dir, monkeypatch):
-    """The model's TDX_FEATURES0 taken from the mapping file again (what it did before the
-    binaries were run): compare catches the 2.0.04 binary answering something else at boot."""
-    v = ModuleVersion(2, 0, 4)
-    monkeypatch.setitem(releases.TDX_FEATURES0_REPORTED, v, releases.RELEASES_BY_VERSION[v].tdx_features0)
+    """The model told the mapping file's TDX_FEATURES0 for 2.0.04 instead of the binary's own
+    answer: compare catches the binary answering something else at boot."""
+    import dataclasses
+
+    import tdxseam.firmware_compare as fc
+
+    engine = fc.firmware_probe("on")
+    mapped = releases.RELEASES_BY_VERSION[ModuleVersion(2, 0, 4)].tdx_features0
+
+    def told_the_mapping(sigstruct, module):
+        facts = engine(sigstruct, module)
+        return dataclasses.replace(facts, tdx_features0=mapped) if facts.version == "2.0.04" else facts
+
+    monkeypatch.setattr(fc, "firmware_probe", lambda mode=None: told_the_mapping)
     r = compare_firmware("2.0.04", "2.0.05", catalog=str(intel_dir))
     assert not r.ok
     (d,) = r.unexplained

@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("unicorn")
 pytest.importorskip("capstone")
 
+from tdxseam.formats.version import ModuleVersion
+from tdxseam.formats.releases import HANDOFF_DATA_SIZE, TDX_FEATURES0_REPORTED
 from tdxseam.formats.image import extract  # noqa: E402
 from tdxseam.formats.status import TdxStatus  # noqa: E402
 from tdxseam.seam.real.probe import probe_module  # noqa: E402
@@ -54,10 +56,12 @@ def test_probe_reports_each_release_as_the_binary_says(probed):
         assert (r["version"], r["build_num"], r["build_date"]) == (version, build, date)
         assert r["module_hv"] == 0 and r["min_update_hv"] == 0 and r["no_downgrade"] == 0
         assert int(r["tdx_features0"], 16) & 0x2  # TD-preserving update supported
+        assert int(r["tdx_features0"], 16) == TDX_FEATURES0_REPORTED[ModuleVersion.parse(version)]
+        assert r["handoff_size"] == HANDOFF_DATA_SIZE[ModuleVersion.parse(version)]
         assert r["instructions"] > 10_000
         assert set(r) == {"file", "ok", "version", "build_num", "build_date", "tdx_features0",
-                          "module_hv", "min_update_hv", "no_downgrade", "instructions", "seconds",
-                          "error"}
+                          "module_hv", "min_update_hv", "no_downgrade", "handoff_size", "instructions",
+                          "seconds", "error"}
 
 
 @pytest.mark.parametrize("version", ["1.5.08", "2.0.04"])

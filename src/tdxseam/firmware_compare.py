@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tdxseam.demo import DEFAULT_REAL, DemoError, choose_module, find_intel_catalog, host_for
+from tdxseam.probe import firmware_probe
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
 from tdxseam.formats.metadata import MdField
 from tdxseam.kernel.seamldr import seamldr_install_module
@@ -108,8 +109,11 @@ def compare_firmware(from_: str | None = None, to: str | None = None, *, cpus: i
     cat = find_intel_catalog(catalog)
     if cat is None:
         raise DemoError("firmware compare needs Intel's binaries: give --catalog DIR")
-    src = choose_module(from_ or DEFAULT_REAL[0], cat)
-    dst = choose_module(to or DEFAULT_REAL[1], cat)
+    # the model is told what the binaries say of themselves (TDX_FEATURES0, the handoff size their
+    # SHUTDOWN writes): the comparison is of behaviour, not of what the files leave unsaid
+    probe = firmware_probe("on")
+    src = choose_module(from_ or DEFAULT_REAL[0], cat, probe=probe)
+    dst = choose_module(to or DEFAULT_REAL[1], cat, probe=probe)
     model, model_end = _run(src, dst, cpus, seed, "model", handoff_hv_raise)
     real, real_end = _run(src, dst, cpus, seed, "real", handoff_hv_raise)
     res = CompareResult(str(from_ or DEFAULT_REAL[0]), str(to or DEFAULT_REAL[1]), cpus,

@@ -56,8 +56,31 @@ def firmware_probe(mode: str | None = None, *, lps: int = 4, default: str = "aut
     return make_probe(probe_module, lps=lps)
 
 
-def make_probe(probe_module: Callable[..., Any], *, lps: int = 4) -> Probe:
-    """A cached `probe(sigstruct, module)` around an engine's `probe_module(module, sigstruct, lps)`.
+def measure_handoff(sigstruct: bytes, module: bytes, *, cpus: int = 2) -> int | None:
+    """Bytes of handoff data the binary's own TDH.SYS.SHUTDOWN writes: boot it on a small emulated
+    host with the real-firmware engine (the kernel configures it as at boot), shut it down as an
+    update would, read the handoff header. No file states this size, and a newer module refuses a
+    shorter handoff (2.0.04 stops in TDH.SYS.UPDATE on 2.0.02's), so the model learns it here.
+    None when the binary cannot be shut down on this platform."""
+    from tdxseam.formats.sigstruct import Sigstruct
+    from tdxseam.host import EmulatedHost
+    from tdxseam.kernel.tdx import tdx_module_shutdown
+    from tdxseam.seam.layout import HandoffHeader
+    from tdxseam.seam.pseamldr import SeamldrBuild
+
+    sig = Sigstruct.from_bytes(sigstruct)
+    line = SeamldrBuild(major=2, minor=0) if sig.declared_version is not None else SeamldrBuild()
+    host = EmulatedHost(cpus, module=(sigstruct, module), seamldr=line, trace=False, firmware="real",
+                        cpuid_1_eax=sig.cpuids[0] if sig.cpuids else None)
+    if host.run_on(0, tdx_module_shutdown, host.kernel) != 0:
+        return None
+    hdr = HandoffHeader.from_bytes(host.machine.mem.read(host.fw.module.layout.handoff_pa, 8))
+    return hdr.size if hdr.valid else None
+
+
+def make_probe(probe_module: Callable[..., Any], *, lps: int = 4, measure: bool = True) -> Probe:
+    """A cached `probe(sigstruct, module)` around an engine's `probe_module(module, sigstruct, lps)`,
+    with the handoff size the binary writes (`measure_handoff`) when `measure`.
 
     An engine that raises becomes a `ProbeFailure` (noted, never a source): identity then falls
     back to what the files say.
@@ -68,7 +91,13 @@ def make_probe(probe_module: Callable[..., Any], *, lps: int = 4) -> Probe:
         key = hashlib.sha384(bytes(sigstruct) + bytes(module)).digest()
         if key not in cache:
             try:
-                cache[key] = probe_module(bytes(module), bytes(sigstruct), lps=lps)
+                facts = probe_module(bytes(module), bytes(sigstruct), lps=lps)
+                if getattr(facts, "ok", False) and measure:
+                    try:
+                        facts.handoff_size = measure_handoff(bytes(sigstruct), bytes(module))
+                    except Exception:  # noqa: BLE001 - unmeasured: the model's layout stands
+                        facts.handoff_size = None
+                cache[key] = facts
             except ImportError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any engine failure is a note, not a crash

@@ -72,7 +72,8 @@ def _describe(r) -> str:
     internal = f" (internal {r.internal})" if r.internal else ""
     return (f"TDX module {r.version}{internal} build {r.build_num} ({r.build_date}), "
             f"TDX_FEATURES0 0x{r.tdx_features0:x}, MODULE_HV {r.module_hv}, MIN_UPDATE_HV "
-            f"{r.min_update_hv}, NO_DOWNGRADE {r.no_downgrade}; SYS.INIT, LP.INIT x{r.lps}, RD: "
+            f"{r.min_update_hv}, NO_DOWNGRADE {r.no_downgrade}, handoff data "
+            f"{'?' if r.handoff_size is None else f'{r.handoff_size:,}'} bytes; SYS.INIT, LP.INIT x{r.lps}, RD: "
             f"TDX_SUCCESS; {r.instructions:,} instructions, {r.seconds:.2f} s")
 
 
@@ -85,7 +86,8 @@ def probe(
 ) -> int:
     """Boot each binary and print what it reports.
 
-    Runs SYS.INIT, LP.INIT on every LP and SYS.RD on Intel's code under the CPU emulator.
+    Runs SYS.INIT, LP.INIT on every LP and SYS.RD on Intel's code under the CPU emulator, then
+    boots it on a 2-CPU host and shuts it down to measure the handoff data it writes.
 
     Exit codes: 0 every file booted; 1 a module failed or stopped; 2 bad arguments, or the `real`
     extra is missing; 3 a file is unreadable or not a module.
@@ -102,12 +104,16 @@ def probe(
             code = exits.BAD_INPUT
             continue
         r = probe_module(body, sig, lps, seed=seed)
+        if r.ok:
+            from tdxseam.probe import measure_handoff
+
+            r.handoff_size = measure_handoff(sig, body)
         if not r.ok and code == exits.OK:
             code = exits.FAILED
         results.append({"file": shown(str(f)), **r.to_json(), "_text": _describe(r)})
     if as_json:
         keys = ("file", "ok", "version", "build_num", "build_date", "tdx_features0", "module_hv",
-                "min_update_hv", "no_downgrade", "instructions", "seconds", "error")
+                "min_update_hv", "no_downgrade", "handoff_size", "instructions", "seconds", "error")
         print(json.dumps([{k: r.get(k) for k in keys} for r in results], indent=2))
     else:
         print(f"seed {seed}, {lps} LPs")

@@ -112,6 +112,9 @@ class ModuleIdentity:
     no_downgrade: int
     num_handoff_pages: int
     notes: tuple[str, ...] = ()
+    # bytes of handoff data the binary's TDH.SYS.SHUTDOWN wrote when the real-firmware engine ran
+    # it (the least its TDH.SYS.UPDATE reads); None when nothing ran it: no file states it
+    handoff_size: int | None = None
 
     @property
     def build(self) -> int | None:
@@ -179,6 +182,7 @@ class ModuleIdentity:
             "tdx_features0": None if self.tdx_features0 is None else f"0x{self.tdx_features0:X}",
             "sources": {f: s.value for f, s in self.sources},
             "binary_form": self.binary_form,
+            "handoff_size": self.handoff_size,
             "summary": self.describe(),
             "notes": list(self.notes),
         }
@@ -296,6 +300,7 @@ def resolve_identity(
         seamsvn=sig.seamsvn, seamhash=sig.seamhash, module_hv=sig.module_hv,
         min_update_hv=sig.min_update_hv, no_downgrade=sig.no_downgrade,
         num_handoff_pages=sig.num_handoff_pages, notes=tuple(notes),
+        handoff_size=getattr(firmware, "handoff_size", None) if getattr(firmware, "ok", False) else None,
     )
     cross_check(ident, sig, what)
     return ident

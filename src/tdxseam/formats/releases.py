@@ -63,9 +63,10 @@ def known_version(version: ModuleVersion) -> KnownRelease | None:
     return RELEASES_BY_VERSION.get(version)
 
 
-# Bytes of handoff data each release's TDH.SYS.SHUTDOWN writes, and the least its TDH.SYS.UPDATE
-# reads: a release handed less stops in UPDATE (`ud2` in its minimum-size check). Measured by
-# running the binaries (tests/test_real_handoff_size.py checks them against the binaries).
+# Test data, as the rest of this module: bytes of handoff data each release's TDH.SYS.SHUTDOWN
+# writes, and the least its TDH.SYS.UPDATE reads (a release handed less stops in UPDATE: `ud2` in
+# its minimum-size check). No code path reads it: the model learns a binary's size from the
+# real-firmware engine (tdxseam.probe.measure_handoff); the tests hold the engine to these.
 HANDOFF_DATA_SIZE: dict[ModuleVersion, int] = {
     **{ModuleVersion(1, 5, u): 53_386 for u in (1, 5, 6, 8, 9, 13)},
     ModuleVersion(2, 0, 2): 99_762,
@@ -73,8 +74,8 @@ HANDOFF_DATA_SIZE: dict[ModuleVersion, int] = {
     ModuleVersion(2, 0, 5): 101_810,
 }
 
-# TDX_FEATURES0 as each binary answers TDH.SYS.RD (tdxseam firmware probe). The mapping file's
-# tdx_feature0 (KnownRelease.tdx_features0) differs for 1.5.05 and the 2.0 releases.
+# Test data: TDX_FEATURES0 as each binary answers TDH.SYS.RD (tdxseam firmware probe). The mapping
+# file's tdx_feature0 (KnownRelease.tdx_features0) differs for 1.5.05 and the 2.0 releases.
 TDX_FEATURES0_REPORTED: dict[ModuleVersion, int] = {
     ModuleVersion(1, 5, 1): 0xF0FBF, ModuleVersion(1, 5, 5): 0x1F0FBF,
     ModuleVersion(1, 5, 6): 0x2E1F0FBF, ModuleVersion(1, 5, 8): 0x22E1F0FBF,

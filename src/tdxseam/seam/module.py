@@ -23,7 +23,7 @@ inside, that lock is never contended here and its TDX_SYS_BUSY paths are not mod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -38,8 +38,7 @@ from tdxseam.formats.metadata import (
     MdField,
 )
 from tdxseam.formats.leaves import TdxLeaf, leaf_name
-from tdxseam.formats.releases import HANDOFF_DATA_SIZE, TDX_FEATURES0_REPORTED
-from tdxseam.formats.sigstruct import INTEL_KEY_HASH, Sigstruct
+from tdxseam.formats.sigstruct import Sigstruct
 from tdxseam.formats.status import OPERAND_RAX, OPERAND_RCX, TdxStatus
 from tdxseam.formats.synthetic import SyntheticHeader
 from tdxseam.formats.version import ModuleVersion
@@ -103,8 +102,8 @@ class ModuleBuild:
     identity: str = ""  # where each fact came from, for people
     gaps: tuple[str, ...] = ()  # facts of the binary the model was not given (reported as 0)
     sources: tuple[tuple[str, str], ...] = ()  # (fact, formats.identity.Source value)
-    # Intel's release: bytes of handoff data its SHUTDOWN writes and the least its UPDATE reads
-    # (formats.releases.HANDOFF_DATA_SIZE); None for modules whose layout is the model's own.
+    # bytes of handoff data the binary's SHUTDOWN writes and the least its UPDATE reads, as the
+    # real-firmware engine measured it (ModuleIdentity.handoff_size); None: the model's own layout
     handoff_size: int | None = None
 
     def to_json(self) -> dict:
@@ -166,9 +165,11 @@ def module_build(sig: Sigstruct, module: bytes,
         gaps = () if ident.tdx_features0 is not None else ("TDX_FEATURES0",)
         features = ident.tdx_features0 if ident.tdx_features0 is not None else TDX_FEATURES0_TD_PRESERVING
         date = ident.build_date if ident.build_date is not None else _bcd_date(sig.date)
-        return _measured(sig, ModuleBuild(ident.version, ident.build_num or 0, date, features, *consts,
-                                          source=ident.source.value, identity=ident.describe(), gaps=gaps,
-                                          sources=_sources(ident)))
+        # the handoff size is no file's fact: the engine measures it by running the binary's
+        # SHUTDOWN (tdxseam.probe); unmeasured, the model's own layout stands
+        return ModuleBuild(ident.version, ident.build_num or 0, date, features, *consts,
+                           source=ident.source.value, identity=ident.describe(), gaps=gaps,
+                           sources=_sources(ident), handoff_size=ident.handoff_size)
     # Nothing completes the version: keep what the binary states, report the rest as 0.
     try:
         bc = find_build_constants(module)
@@ -182,26 +183,10 @@ def module_build(sig: Sigstruct, module: bytes,
     else:
         major, minor, build, date = 0, 0, 0, _bcd_date(sig.date)
     gaps = ("update number", "TDX_FEATURES0") if bc or declared else ("version", "build", "TDX_FEATURES0")
-    return _measured(sig, ModuleBuild(
+    return ModuleBuild(
         ModuleVersion(major, minor, 0), build, date, TDX_FEATURES0_TD_PRESERVING, *consts,
         source=Source.BINARY.value if bc else "none",
-        identity="not identified: " + ", ".join(gaps) + " unknown to the model", gaps=gaps))
-
-
-def _measured(sig: Sigstruct, build: ModuleBuild) -> ModuleBuild:
-    """What running Intel's releases measured and their files do not state: the size of the
-    handoff data each writes and the TDX_FEATURES0 it answers (formats.releases, checked against
-    the binaries by the real-firmware tests), by the version the files identified. A release
-    nobody measured keeps the model's own handoff layout; `--firmware real` runs the binary itself.
-    """
-    if sig.key_hash != INTEL_KEY_HASH or "update number" in build.gaps:
-        return build
-    size = HANDOFF_DATA_SIZE.get(build.version)
-    features = TDX_FEATURES0_REPORTED.get(build.version)
-    if features is None:
-        return replace(build, handoff_size=size)
-    gaps = tuple(g for g in build.gaps if g != "TDX_FEATURES0")
-    return replace(build, features0=features, gaps=gaps, handoff_size=size)
+        identity="not identified: " + ", ".join(gaps) + " unknown to the model", gaps=gaps)
 
 
 class TdxModule:

@@ -51,6 +51,9 @@ class ProbeResult:
     module_hv: int | None = None
     min_update_hv: int | None = None
     no_downgrade: int | None = None
+    # bytes of handoff data its TDH.SYS.SHUTDOWN writes (tdxseam.probe measures it on a booted
+    # host: shutting down needs the kernel's configuration); None until measured
+    handoff_size: int | None = None
     instructions: int = 0
     seconds: float = 0.0
     emulation_seconds: float = 0.0  # inside the CPU emulator
