@@ -28,7 +28,7 @@ from tdxseam.formats.msr import (
 from tdxseam.formats import sysfs_abi as abi
 from tdxseam.formats.sysfs_abi import CPUINFO, DMESG
 from tdxseam.tool.explain import Item, escape, explain_log
-from tdxseam.tool.hostinfo import HostInfo, Layout, SysfsRoot, os_error_text, read_host
+from tdxseam.tool.hostinfo import HostInfo, Layout, SysfsRoot, os_error_text, read_host, read_upto
 
 VERDICTS = ("ok", "warn", "fail", "unknown")
 MAX_ATTR = 64 << 10  # one sysfs attribute
@@ -48,13 +48,7 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegular(errno.EINVAL, "not a regular file", str(path))
-        out = bytearray()
-        while len(out) < limit:
-            chunk = os.read(fd, min(1 << 20, limit - len(out)))
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
+        return read_upto(fd, limit, 1 << 20)
     finally:
         os.close(fd)
 

@@ -98,13 +98,7 @@ class SysfsRoot:
         """Up to `limit` bytes of a file, in reads of at most a page as sysfs serves them."""
         fd = os.open(self.path(rel), os.O_RDONLY)
         try:
-            out = bytearray()
-            while len(out) < limit:
-                b = os.read(fd, min(4096, limit - len(out)))
-                if not b:
-                    break
-                out += b
-            return bytes(out)
+            return read_upto(fd, limit, 4096)
         finally:
             os.close(fd)
 
@@ -201,13 +195,7 @@ class DirCachedRoot(SysfsRoot):
         d, name = self._at(rel)
         fd = os.open(name, os.O_RDONLY, dir_fd=d)
         try:
-            out = bytearray()
-            while len(out) < READ_ALL_MAX:
-                b = os.read(fd, min(1 << 16, READ_ALL_MAX - len(out)))
-                if not b:
-                    break
-                out += b
-            return out.decode("utf-8", "replace")
+            return read_upto(fd, READ_ALL_MAX).decode("utf-8", "replace")
         finally:
             os.close(fd)
 
@@ -219,6 +207,18 @@ class DirCachedRoot(SysfsRoot):
 
     def __del__(self) -> None:
         self.close()
+
+
+def read_upto(fd: int, limit: int, chunk: int = 1 << 16) -> bytes:
+    """At most `limit` bytes from `fd`, to its end, in reads of at most `chunk` (sysfs binary
+    attributes serve a page per read(); a short read is not the end, an empty one is)."""
+    out = bytearray()
+    while len(out) < limit:
+        b = os.read(fd, min(chunk, limit - len(out)))
+        if not b:
+            break
+        out += b
+    return bytes(out)
 
 
 def write_all(fd: int, data: bytes, *, chunk: int = 4096, write=os.write, on_chunk=None) -> int:
