@@ -20,7 +20,7 @@ from tdxseam.formats.buildinfo import (
     immediates_code,
 )
 from tdxseam.formats.errors import FormatError
-from tdxseam.formats.identity import IdentityError, IdentitySource, Source, module_identity, resolve_identity
+from tdxseam.formats.identity import IdentityError, Source, resolve_identity
 from tdxseam.formats.mapping import load_mapping, parse_mapping
 from tdxseam.formats.releases import KNOWN_RELEASES, RELEASES_BY_VERSION, known_release
 from tdxseam.formats.sigstruct import Sigstruct
@@ -141,7 +141,9 @@ def test_a_binary_with_nothing_findable():
     assert find_build_constants(m) is None
     with pytest.raises(IdentityError, match="version unknown.*--module-version X.Y.Z"):
         resolve_identity(Sigstruct.from_bytes(s), m, name="module.bin")
-    assert module_identity(Sigstruct.from_bytes(s), m) is None
+    with pytest.raises(IdentityError) as e:
+        resolve_identity(Sigstruct.from_bytes(s), m)
+    assert e.value.code == "unknown"
     ident = resolve_identity(Sigstruct.from_bytes(s), m, option=ModuleVersion(1, 5, 16))
     assert ident.describe() == "1.5.16: version from --module-version"
 
@@ -182,17 +184,18 @@ def test_mapping_features_never_override_a_better_source():
 
 def test_synthetic_identity_styles():
     s15, m15 = synthetic("1.5.08", "1.5")
-    i15 = module_identity(Sigstruct.from_bytes(s15), m15)
-    assert i15.source is IdentitySource.SYNTHETIC and str(i15.version) == "1.5.08"
+    i15 = resolve_identity(Sigstruct.from_bytes(s15), m15)
+    assert i15.source is Source.SYNTHETIC and str(i15.version) == "1.5.08"
     assert i15.build == 1008 and i15.tdx_features0 == testsign.DEFAULT_FEATURES0
-    assert module_identity(Sigstruct.from_bytes(s15)) is None  # header needs the module bytes
+    with pytest.raises(IdentityError):  # the header needs the module bytes
+        resolve_identity(Sigstruct.from_bytes(s15))
 
     s20, m20 = synthetic("2.0.06", "2.0")
-    i20 = module_identity(Sigstruct.from_bytes(s20), m20)
-    assert i20.source is IdentitySource.SIGSTRUCT and str(i20.version) == "2.0.06"
+    i20 = resolve_identity(Sigstruct.from_bytes(s20), m20)
+    assert i20.source is Source.SIGSTRUCT and str(i20.version) == "2.0.06"
     assert i20.tdx_features0 == testsign.DEFAULT_FEATURES0
-    bare = module_identity(Sigstruct.from_bytes(s20))
-    assert bare.version == i20.version and bare.tdx_features0 is None and bare.source is IdentitySource.SIGSTRUCT
+    bare = resolve_identity(Sigstruct.from_bytes(s20))
+    assert bare.version == i20.version and bare.tdx_features0 is None and bare.source is Source.SIGSTRUCT
 
 
 def test_synthetic_header_round_trip_and_rejects():
@@ -207,10 +210,19 @@ def test_synthetic_header_round_trip_and_rejects():
 @FUZZ
 @given(st.binary(min_size=2048, max_size=2048), st.one_of(st.none(), st.binary(max_size=128)))
 def test_fuzz_identity_never_raises(sig_bytes, module):
+    """Arbitrary bytes: an identity, or the one named error saying the version is unknown."""
     sig = Sigstruct.from_bytes(sig_bytes)
-    ident = module_identity(sig, module)
+    ident = _identity_or_unknown(sig, module)
     if ident is not None:
         assert ident.seamhash == sig.seamhash
+
+
+def _identity_or_unknown(sig: Sigstruct, module: bytes | None):
+    try:
+        return resolve_identity(sig, module)
+    except IdentityError as e:
+        assert e.code == "unknown", e
+        return None
 
 
 @FUZZ
@@ -219,7 +231,7 @@ def test_fuzz_mutated_synthetic_header(offset, value):
     s, m = synthetic()
     mod = bytearray(m)
     mod[offset] = value
-    module_identity(Sigstruct.from_bytes(s), bytes(mod))
+    _identity_or_unknown(Sigstruct.from_bytes(s), bytes(mod))
     SyntheticHeader.find(bytes(mod))
 
 

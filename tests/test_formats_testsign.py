@@ -8,7 +8,7 @@ import pytest
 
 from tdxseam.formats import image as I
 from tdxseam.formats import testsign
-from tdxseam.formats.identity import IdentitySource, module_identity
+from tdxseam.formats.identity import Source, resolve_identity
 from tdxseam.formats.sigstruct import (
     INTEL_KEY_HASH,
     Sigstruct,
@@ -72,9 +72,9 @@ def test_synthetic_module_is_valid_for_the_test_key(style):
     refused = check_sigstruct(sig, module_size=len(module), allow_reserved3=is20)
     assert [p.code for p in refused] == ["key_hash"] and refused[0].status == SeamldrStatus.EBADSIG
     # the identity comes back
-    ident = module_identity(sig, module)
+    ident = resolve_identity(sig, module)
     assert ident is not None and ident.version == version
-    assert ident.source is (IdentitySource.SIGSTRUCT if is20 else IdentitySource.SYNTHETIC)
+    assert ident.source is (Source.SIGSTRUCT if is20 else Source.SYNTHETIC)
     assert ident.build == 1000 + version.update
     assert ident.tdx_features0 == testsign.DEFAULT_FEATURES0
     # fields a loader reads are plausible and consistent
@@ -135,7 +135,7 @@ def test_images_of_synthetic_modules():
     v1 = testsign.make_blob("2.0.07", style="2.0", pages=2)
     assert I.kernel_check_v2(v2) is None and I.v1_to_v2(v1) == v2
     ex = I.extract(v2)
-    ident = module_identity(Sigstruct.from_bytes(ex.sigstruct), ex.module)
+    ident = resolve_identity(Sigstruct.from_bytes(ex.sigstruct), ex.module)
     assert ident is not None and str(ident.version) == "2.0.07"
 
 

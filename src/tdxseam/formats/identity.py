@@ -53,7 +53,6 @@ class Source(Enum):
     MAPPING = "mapping"
 
 
-IdentitySource = Source  # the older name
 
 SOURCE_TEXT = {
     Source.FIRMWARE: "the module's own TDH.SYS.RD answers",
@@ -282,7 +281,7 @@ def resolve_identity(
     settled = {f: c.settle(f) for f in (*VERSION_FACTS, "build_num", "build_date")}
     missing = [f for f in VERSION_FACTS if settled[f] is None]
     if missing:
-        raise _unknown(what, missing, consts, named_in=name)
+        raise _unknown(what, missing, consts)
     version = ModuleVersion(*(settled[f][0] for f in VERSION_FACTS))
 
     row = mapping.get(version) if mapping is not None else None
@@ -306,7 +305,7 @@ def resolve_identity(
     return ident
 
 
-def _unknown(what: str, missing: list[str], consts: BuildConstants | None, named_in: str | None) -> IdentityError:
+def _unknown(what: str, missing: list[str], consts: BuildConstants | None) -> IdentityError:
     if consts is not None and missing == ["update"]:
         line = f"{consts.major}.{consts.minor}"
         detail = (f"the binary states {_fmt_build(consts)} but not its update number (a 1.5 sigstruct "
@@ -352,13 +351,3 @@ def identify_image(data: bytes, *, name: str | None = None, what: str | None = N
     label = what or name or "image"
     parts = extract(bytes(data), what=label)
     return resolve_identity(Sigstruct.from_bytes(parts.sigstruct), parts.module, name=name, what=label, **hints)
-
-
-def module_identity(sig: Sigstruct, module: bytes | None = None, **hints: Any) -> ModuleIdentity | None:
-    """`resolve_identity`, but None when the version stays unknown (disagreement still raises)."""
-    try:
-        return resolve_identity(sig, module, **hints)
-    except IdentityError as exc:
-        if exc.code == "unknown":
-            return None
-        raise
