@@ -103,6 +103,9 @@ class Site:
     def __str__(self) -> str:
         return f"{self.code.co_filename.rsplit('/', 1)[-1]}:{self.line} ({self.code.co_name})"
 
+    def __reduce__(self) -> tuple:
+        return (str, (str(self),))  # a pickled host keeps the site as its text (code objects do not pickle)
+
 
 def lazy_site(depth: int = 2) -> Site:
     """`call_site(depth)`, formatted when printed (see `Site`)."""
@@ -233,6 +236,28 @@ class Scheduler:
         # Draw policy (tdxseam.sim.schedules): given n > 1 candidates (see `candidates()`), return
         # the index to run. None is the seeded random draw, whose sequence it leaves untouched.
         self.pick: Callable[[Scheduler, int], int] | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Draw from now on as a scheduler seeded with `seed` would (a host loaded from a boot image)."""
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self._getrandbits = self.rng.getrandbits
+
+    def __getstate__(self) -> dict:
+        """A scheduler between runs, pickled (a boot image): no task may be alive, since greenlets
+        do not pickle; the main greenlet is the loader's."""
+        if self.running or any(not t.done for t in self._tasks) or self._start is not None:
+            raise TypeError("cannot pickle a scheduler with live tasks")
+        state = dict(self.__dict__)
+        state["_main"] = state["_getrandbits"] = None
+        state["_tasks"] = []
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in state.items():  # attribute by attribute: `__dict__.update` would slow every access
+            object.__setattr__(self, k, v)
+        self._main = greenlet.getcurrent()
+        self._getrandbits = self.rng.getrandbits if self.rng is not None else None
 
     # ---- task management -------------------------------------------------------------------
 

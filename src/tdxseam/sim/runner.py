@@ -30,6 +30,7 @@ from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.platform.cpu import SeamcallEnd
 from tdxseam.platform.sched import StepBudgetExceeded, WaitQueue
+from tdxseam.sim.boot_image import booted_host
 from tdxseam.sim.invariants import Monitor, UpdateRecord, Violation, invariants_for
 from tdxseam.sim.scenario import Scenario, generate
 
@@ -186,7 +187,7 @@ class SimRun:
     def __init__(self, scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
                  schedule: str | Any = "random", trace: bool = False, max_steps: int | None = None,
                  catalog: Any = None) -> None:
-        from tdxseam.host import DeclaredModule, EmulatedHost
+        from tdxseam.host import DeclaredModule
         from tdxseam.kernel.tdx_host import tdx_host_init
         from tdxseam.seam.faults import FaultPlan, parse_fault_spec
         from tdxseam.seam.pseamldr import SeamldrBuild
@@ -214,7 +215,7 @@ class SimRun:
             self.catalog = catalog_dir(catalog)
             self.host = real_host(sc, self.catalog, mutations=frozenset(self.mutations), trace=trace)
         else:
-            self.host = EmulatedHost(
+            self.host = booted_host(  # one boot per host shape
                 sc.cpus, seed=sc.seed, module=boot,
                 seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
                 mutations=frozenset(self.mutations), trace=trace, kernel=sc.kernel, sockets=sc.sockets)
@@ -619,7 +620,7 @@ class SimRun:
         mon, sc = self.mon, self.sc
         lost = mon.lost
         try:
-            h2 = self.host.reboot()
+            h2 = self.host.reboot()  # a fresh host of the same shape and seed (from its boot image)
         except BootError as e:
             mon.violate("reboot", f"the host did not come back after a reboot: {e}")
             return
