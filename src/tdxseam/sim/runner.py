@@ -177,8 +177,10 @@ class _WatchedOps:
 
 
 def _delay(cpu: Any, n: int) -> None:
-    for _ in range(n):
-        cpu.preempt_point()
+    """An actor waits a while: the other CPUs go on for about as long as `n` preemption points of
+    its own would let them, in one sleep (`Cpu.delay`), on the CPU it runs on now (`cpu` is where
+    it started: hotplug may have migrated it since)."""
+    cpu.machine.current_cpu().delay(n)
 
 
 class SimRun:
