@@ -23,6 +23,7 @@ import io
 import pickle
 from collections import deque
 from functools import partial
+from itertools import repeat
 from typing import Any
 
 from tdxseam.host import EmulatedHost
@@ -91,16 +92,14 @@ class _ImagePickler(pickle.Pickler):
                 or cls.__reduce__ is not object.__reduce__ or "__slots__" in cls.__dict__
                 or isinstance(obj, _CONTAINERS) or not isinstance(getattr(obj, "__dict__", None), dict)):
             return NotImplemented  # others' classes, enums, slotted classes: pickle's own way
-        return copyreg.__newobj__, (cls,), obj.__getstate__(), None, None, _set_state
+        setter = getattr(cls, "__setstate__", None) or _set_attrs  # a class's own (Scheduler's) sets attributes too
+        return copyreg.__newobj__, (cls,), obj.__getstate__(), None, None, setter
 
 
-def _set_state(obj: Any, state: Any) -> None:
-    setstate = getattr(type(obj), "__setstate__", None)
-    if setstate is not None:
-        setstate(obj, state)
-        return
-    for k, v in state.items():
-        object.__setattr__(obj, k, v)
+def _set_attrs(obj: Any, state: dict) -> None:
+    """`object.__setattr__` for every item, looped in C (each call returns None, so `any` runs
+    through them all)."""
+    any(map(object.__setattr__, repeat(obj), state, state.values()))
 
 
 def clear() -> None:
