@@ -51,32 +51,30 @@ def test_a_loaded_host_runs_as_a_host_booted_with_the_boot_seed():
 
 
 def _mutable_objects(root) -> dict[int, object]:
-    """Every mutable object reachable from `root` (instances, lists, dicts, sets, bytearrays...)."""
+    """Every mutable object reachable from `root`: instances of the model, lists, dicts, sets,
+    bytearrays, deques (enum members are singletons by design, and the greenlet every host keeps
+    as `_main` is the caller's)."""
     out: dict[int, object] = {}
     stack = [root]
     seen: set[int] = set()
     while stack:
         o = stack.pop()
-        if id(o) in seen:
+        if id(o) in seen or isinstance(o, (int, float, str, bytes, type, Enum, greenlet.greenlet)) or o is None:
             continue
         seen.add(id(o))
-        if isinstance(o, (int, float, str, bytes, bool, type(None), type)) or callable(o) and not hasattr(o, "__dict__"):
-            continue
-        if isinstance(o, (Enum, greenlet.greenlet)):
-            continue  # enum members are singletons; the greenlet is the caller's (every host's `_main`)
-        if isinstance(o, (list, dict, set, bytearray, deque)) or hasattr(o, "__dict__") or hasattr(type(o), "__slots__"):
-            if not isinstance(o, tuple):
-                out[id(o)] = o
+        if isinstance(o, (list, dict, set, bytearray, deque)):
+            out[id(o)] = o
         if isinstance(o, dict):
             stack.extend(o.keys())
             stack.extend(o.values())
         elif isinstance(o, (list, tuple, set, frozenset, deque)):
             stack.extend(o)
-        if hasattr(o, "__dict__") and not isinstance(o, type) and type(o).__module__.startswith("tdxseam"):
-            stack.extend(vars(o).values())
-        for s in getattr(type(o), "__slots__", ()):
-            if hasattr(o, s):
-                stack.append(getattr(o, s))
+        elif type(o).__module__.startswith("tdxseam."):
+            out[id(o)] = o
+            if hasattr(o, "__dict__"):
+                stack.extend(vars(o).values())
+            for slot in getattr(type(o), "__slots__", ()):
+                stack.append(getattr(o, slot, None))
     return out
 
 
@@ -94,7 +92,8 @@ def test_two_seeds_on_one_shape_start_from_independent_objects():
 
 def test_seeds_on_one_shape_draw_differently():
     a, b, a2 = _shape(1), _shape(2), _shape(1)
-    draws = [[h.machine.sched.rng.random(), [h.machine.mem.alloc_page() for _ in range(10)], h.pseamldr._rdrand()] for h in (a, b, a2)]
+    draws = [[h.machine.sched.rng.random(), [h.machine.mem.alloc_page() for _ in range(10)], h.pseamldr._rdrand()]
+             for h in (a, b, a2)]
     assert draws[0] == draws[2]
     assert all(x != y for x, y in zip(draws[0], draws[1]))
     assert a.machine.seed == 1 and a._platform["seed"] == 1

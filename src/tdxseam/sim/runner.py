@@ -30,7 +30,6 @@ from tdxseam.formats.version import ModuleVersion
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.platform.cpu import SeamcallEnd
 from tdxseam.platform.sched import StepBudgetExceeded, WaitQueue
-from tdxseam.sim.boot_image import booted_host
 from tdxseam.sim.invariants import Monitor, UpdateRecord, Violation, invariants_for
 from tdxseam.sim.scenario import Scenario, generate
 
@@ -193,6 +192,7 @@ class SimRun:
         from tdxseam.kernel.tdx_host import tdx_host_init
         from tdxseam.seam.faults import FaultPlan, parse_fault_spec
         from tdxseam.seam.pseamldr import SeamldrBuild
+        from tdxseam.sim.boot_image import booted_host
 
         sc = scenario
         self.sc = sc
