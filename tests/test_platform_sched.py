@@ -433,6 +433,88 @@ def test_sleeping_in_atomic_context_is_an_error(atomic):
     assert "scheduling while atomic" in str(err)
 
 
+def test_a_delay_sleeps_while_the_others_take_its_steps_times_the_runnable_tasks():
+    m = Machine(4, seed=3, trace=False)
+    woke: list[int] = []
+
+    def delayer():
+        start = m.sched.steps
+        m.current_cpu().delay(10)
+        woke.append(m.sched.steps - start)
+
+    def worker():
+        for _ in range(100):
+            m.current_cpu().preempt_point()
+
+    m.sched.spawn(m.cpus[0], delayer)
+    for c in m.cpus[1:]:
+        m.sched.spawn(c, worker)
+    assert m.sched.run() is None
+    # the delay began with 4 tasks runnable: it is runnable again 40 steps on, then drawn among 4
+    assert 41 <= woke[0] <= 60, woke
+
+
+def test_a_delay_costs_one_step_and_ends_when_nothing_else_can_run():
+    m = Machine(2, seed=0, trace=False)
+    order: list[str] = []
+
+    def delayer(name, n):
+        m.current_cpu().delay(n)
+        order.append(name)
+
+    m.sched.spawn(m.cpus[0], delayer, "long", 1000)
+    m.sched.spawn(m.cpus[1], delayer, "short", 5)
+    assert m.sched.run() is None
+    assert order == ["short", "long"]
+    assert m.sched.steps < 10  # not the thousands of steps a loop of preemption points would take
+
+
+def test_a_delayed_task_frees_its_cpu_and_takes_interrupts_after():
+    m = Machine(1, seed=0, trace=False)
+    cpu = m.cpus[0]
+    log: list[str] = []
+
+    def delayer():
+        cpu.delay(50)
+        log.append("delay over")
+
+    def other():
+        log.append("other runs")  # same CPU: it runs only because the delayer sleeps
+        m.irq.raise_irq(cpu, lambda: log.append("irq"))
+
+    m.sched.spawn(cpu, delayer)
+    m.sched.spawn(cpu, other)
+    assert m.sched.run() is None
+    assert log[0] == "other runs" and log[-1] == "delay over" and "irq" in log
+
+
+@pytest.mark.parametrize("atomic", ["preempt", "irqs-off"])
+def test_a_delay_in_atomic_context_is_an_error(atomic):
+    m = Machine(1, seed=0, trace=False)
+    cpu = m.cpus[0]
+
+    def body():
+        if atomic == "preempt":
+            cpu.preempt_count += 1
+        else:
+            cpu.irq_enabled = False
+        cpu.delay(3)
+
+    m.sched.spawn(cpu, body)
+    m.sched.run()
+    assert "scheduling while atomic" in str(m.sched.errors[0][1])
+
+
+def test_a_deadlock_beside_a_delay_is_still_reported():
+    m = Machine(2, seed=0, trace=False)
+    q = WaitQueue(m.sched, "never")
+    m.sched.spawn(m.cpus[0], lambda: m.current_cpu().delay(20))
+    m.sched.spawn(m.cpus[1], lambda: m.current_cpu().sleep_until(q, lambda: False, "never"))
+    dl = m.sched.run()
+    assert dl is not None and [w.what for w in dl.waiting] == ["never"]
+    assert not m.sched._timers
+
+
 def test_run_is_not_reentrant():
     m = Machine(1, seed=0, trace=False)
     seen = []

@@ -53,7 +53,7 @@ def test_campaign_run_is_the_replayed_run():
 
 
 def test_shrink_gives_a_smaller_scenario_that_still_fails(tmp_path):
-    sc = generate(7)
+    sc = generate(12)
     s = shrink(sc, mutations=("no-hotplug-lock",))
     assert s.kind == "online-changed"
     assert s.scenario.size() < sc.size() // 2, (sc.size(), s.scenario.size())

@@ -82,6 +82,9 @@ class EmulatedHost:
                               kernel=kernel, sockets=sockets, firmware=firmware,
                               record_seamcalls=record_seamcalls)
         self.tdx_error = 0  # after kexec: the new kernel's TDX init error (0: TDX usable)
+        # what a platform reset boots (None: a host built again from `_platform`); the simulator's
+        # hosts load a boot image of their shape instead (sim/boot_image.py)
+        self.fresh_boot: Callable[[], EmulatedHost] | None = None
         kw = {} if cpuid_1_eax is None else {"cpuid_1_eax": cpuid_1_eax}
         self.machine = Machine(cpus, seed=seed, trace=trace, max_steps=max_steps,
                                seamret_invd_vmcs_erratum=erratum, sockets=sockets, **kw)
@@ -119,6 +122,17 @@ class EmulatedHost:
     @property
     def sched(self):
         return self.machine.sched
+
+    def reseed(self, seed: int) -> None:
+        """Give every RNG the host draws from the seed `seed` (a host loaded from a boot image,
+        `sim/boot_image.py`): the scheduler's draw, the page allocator's shuffle and the
+        P-SEAMLDR's RDRAND go on as if seeded so; what the boot already did stays. A reboot
+        boots with it too."""
+        if self.firmware != "model":
+            raise ValueError("only a model host is reseeded (Intel's module keeps its boot seed)")
+        self._platform["seed"] = seed
+        self.machine.reseed(seed)
+        self.pseamldr.reseed()
 
     def _firmware_load(self, module: Any) -> None:
         """What the BIOS does before the OS: SEAMLDR.INSTALL (LOAD) of the first module on every LP.
@@ -198,6 +212,8 @@ class EmulatedHost:
         runtime update installed, not the SEAMDB: `num_remaining_updates` is back to its boot
         value); the BIOS loads its boot module again and a fresh kernel boots. Returns the new host."""
         self.crash()
+        if self.fresh_boot is not None:
+            return self.fresh_boot()
         return EmulatedHost(**self._platform)
 
     def kexec(self) -> int:

@@ -115,6 +115,20 @@ class Cpu:
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
 
+    def delay(self, n: int) -> None:
+        """Let the other CPUs run for about as long as `n` preemption points would, in one sleep
+        (`Scheduler.sleep_steps`); interrupts that came meanwhile are taken after it. Process
+        context only, as any sleep."""
+        if n <= 0:
+            return
+        if self.preempt_count or not self.irq_enabled or self.in_hardirq:
+            raise SchedulerError(f"cpu{self.id}: scheduling while atomic at {call_site()}")
+        self.machine.sched.sleep_steps(n)
+        if self.pending_nmis:
+            self.machine.irq.deliver_nmi(self)
+        if self.irq_enabled and self.pending_irqs:
+            self.machine.irq.deliver(self)
+
     def spin_until(self, q: WaitQueue, pred: Callable[[], bool], what: str, site: str | None = None) -> None:
         """Spin on shared state until `pred()` holds, taking interrupts while spinning if enabled.
 

@@ -32,6 +32,12 @@ class Machine:
         self.num_private_hkids = NUM_PRIVATE_HKIDS
         self.debug_unlocked = False  # IA32_SGX_DEBUG_MODE: may debug-signed modules load?
 
+    def reseed(self, seed: int) -> None:
+        """The machine's RNGs (the scheduler's draw, the page allocator's shuffle) from `seed` on."""
+        self.seed = seed
+        self.sched.reseed(seed)
+        self.mem.reseed(seed)
+
     @property
     def ncpus(self) -> int:
         return len(self.cpus)

@@ -41,6 +41,13 @@ class PhysMem:
         self._contig_end = self._contig_next + CONTIG_PAGES
         self.host_pages = host_pages
 
+    def reseed(self, seed: int) -> None:
+        """Scatter the pages not yet allocated as a machine seeded with `seed` would (a host loaded
+        from a boot image): the lazy shuffle draws its next places from the new RNG, and the pages
+        freed so far (the boot's staging pages, handed out first) are shuffled by it."""
+        self._rng = random.Random(seed ^ 0x5EA4)
+        self._rng.shuffle(self._free)
+
     @property
     def max_pa(self) -> int:
         return 1 << self.max_pa_bits

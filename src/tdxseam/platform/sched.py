@@ -19,6 +19,7 @@ returns a `Deadlock` naming every waiting CPU, what it waits for and from where.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 import sys
 from array import array
@@ -102,6 +103,9 @@ class Site:
 
     def __str__(self) -> str:
         return f"{self.code.co_filename.rsplit('/', 1)[-1]}:{self.line} ({self.code.co_name})"
+
+    def __reduce__(self) -> tuple:
+        return (str, (str(self),))  # a pickled host keeps the site as its text (code objects do not pickle)
 
 
 def lazy_site(depth: int = 2) -> Site:
@@ -233,6 +237,32 @@ class Scheduler:
         # Draw policy (tdxseam.sim.schedules): given n > 1 candidates (see `candidates()`), return
         # the index to run. None is the seeded random draw, whose sequence it leaves untouched.
         self.pick: Callable[[Scheduler, int], int] | None = None
+        # tasks in `sleep_steps`: a heap of (step to wake at, order, task), and what they wait on
+        self._timers: list[tuple[int, int, Task]] = []
+        self._timer_order = 0
+        self._timer_q = WaitQueue(self, "a delay")
+
+    def reseed(self, seed: int) -> None:
+        """Draw from now on as a scheduler seeded with `seed` would (a host loaded from a boot image)."""
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self._getrandbits = self.rng.getrandbits
+
+    def __getstate__(self) -> dict:
+        """A scheduler between runs, pickled (a boot image): no task may be alive, since greenlets
+        do not pickle; the main greenlet is the loader's."""
+        if self.running or any(not t.done for t in self._tasks) or self._start is not None:
+            raise TypeError("cannot pickle a scheduler with live tasks")
+        state = dict(self.__dict__)
+        state["_main"] = state["_getrandbits"] = None
+        state["_tasks"] = []
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in state.items():  # attribute by attribute: `__dict__.update` would slow every access
+            object.__setattr__(self, k, v)
+        self._main = greenlet.getcurrent()
+        self._getrandbits = self.rng.getrandbits if self.rng is not None else None
 
     # ---- task management -------------------------------------------------------------------
 
@@ -312,6 +342,8 @@ class Scheduler:
     def _draw(self) -> Task | None:
         """Pick the next task: any runnable one, or a spinner on a free lock (which then wins it)."""
         runnable = self._runnable
+        if self._timers and self._timers[0][0] <= self.steps:
+            self._wake_timers(self.steps)
         while True:
             contended = self._contended
             nr = n = len(runnable)
@@ -323,6 +355,9 @@ class Scheduler:
             if n == 1:
                 r = 0
             elif n == 0:
+                if self._timers:  # nothing else can run: the next delay ends now
+                    self._wake_timers(self._timers[0][0])
+                    continue
                 if self.on_idle is not None and self.on_idle(self):
                     continue
                 return None
@@ -350,6 +385,14 @@ class Scheduler:
                     return t
                 r -= len(w.waiters)
 
+    def _wake_timers(self, step: int) -> None:
+        """Wake the tasks whose delay ends at `step` or before."""
+        timers = self._timers
+        while timers and timers[0][0] <= step:
+            t = heapq.heappop(timers)[2]
+            if t.waiting_on is self._timer_q:  # not woken or killed meanwhile
+                self.unpark(t)
+
     def candidates(self) -> list[Task]:
         """The tasks the next draw chooses among, in draw-index order (for draw policies).
 
@@ -363,7 +406,7 @@ class Scheduler:
     def can_run(self) -> bool:
         """Would the next draw find a task? (A task to start, a runnable one, or a spinner on a
         free lock.) False means every live task waits on something no task can give."""
-        if self._start is not None or self._runnable:
+        if self._start is not None or self._runnable or self._timers:
             return True
         return any(w.owner is None and w.waiters for w in self._contended)
 
@@ -463,6 +506,18 @@ class Scheduler:
             t.cpu.task = None
             self._cpu_pick(t.cpu)
         self._reschedule()
+
+    def sleep_steps(self, n: int) -> None:
+        """The running task sleeps, its CPU free for other tasks, while the others take about the
+        steps that `n` preemption points of its own would have given them: `n` times the tasks
+        runnable now (a draw picks it one time in that many). It wakes at that step, or sooner
+        when nothing else can run. One step for the whole delay instead of `n`."""
+        t = self.current
+        if n <= 0 or t is None or not self.running:
+            return
+        heapq.heappush(self._timers, (self.steps + n * len(self._runnable), self._timer_order, t))
+        self._timer_order += 1
+        self.park(self._timer_q, "the end of a delay", "sleep_steps", sleeping=True)
 
     def unpark(self, t: Task) -> None:
         """Take a task off whatever it waits on (an interrupt came for its CPU)."""
@@ -575,6 +630,7 @@ class Scheduler:
         self._tasks = [t for t in self._tasks if not t.done]
         self._runnable.clear()
         self._contended.clear()
+        self._timers.clear()
 
     def schedule_digest(self) -> str:
         """A short fingerprint of the interleaving: the CPU drawn at every step."""

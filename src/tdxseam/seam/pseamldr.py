@@ -177,7 +177,7 @@ class PSeamldr:
         fw.seamdb.capacity = self.build.seamdb_capacity
         self.num_remaining_updates = self.build.seamdb_capacity
         self.calls = 0
-        self._rng = random.Random(f"p-seamldr rdrand {fw.machine.seed}")
+        self.reseed()
         self._canary_done = False
         # the global data block (dt/pseamldr_data.h)
         self.current_flow = Flow.READY
@@ -207,6 +207,10 @@ class PSeamldr:
     @property
     def machine(self):
         return self.fw.machine
+
+    def reseed(self) -> None:
+        """RDRAND (ASLR, SEAMDB nonces) seeded from the machine's seed."""
+        self._rng = random.Random(f"p-seamldr rdrand {self.fw.machine.seed}")
 
     # ---- common helpers ------------------------------------------------------------------------
 

@@ -176,8 +176,10 @@ class _WatchedOps:
 
 
 def _delay(cpu: Any, n: int) -> None:
-    for _ in range(n):
-        cpu.preempt_point()
+    """An actor waits a while: the other CPUs go on for about as long as `n` preemption points of
+    its own would let them, in one sleep (`Cpu.delay`), on the CPU it runs on now (`cpu` is where
+    it started: hotplug may have migrated it since)."""
+    cpu.machine.current_cpu().delay(n)
 
 
 class SimRun:
@@ -186,10 +188,11 @@ class SimRun:
     def __init__(self, scenario: Scenario, *, mutations: tuple[str, ...] | frozenset[str] = (),
                  schedule: str | Any = "random", trace: bool = False, max_steps: int | None = None,
                  catalog: Any = None) -> None:
-        from tdxseam.host import DeclaredModule, EmulatedHost
+        from tdxseam.host import DeclaredModule
         from tdxseam.kernel.tdx_host import tdx_host_init
         from tdxseam.seam.faults import FaultPlan, parse_fault_spec
         from tdxseam.seam.pseamldr import SeamldrBuild
+        from tdxseam.sim.boot_image import booted_host
 
         sc = scenario
         self.sc = sc
@@ -214,7 +217,7 @@ class SimRun:
             self.catalog = catalog_dir(catalog)
             self.host = real_host(sc, self.catalog, mutations=frozenset(self.mutations), trace=trace)
         else:
-            self.host = EmulatedHost(
+            self.host = booted_host(  # one boot per host shape
                 sc.cpus, seed=sc.seed, module=boot,
                 seamldr=SeamldrBuild(seamdb_capacity=sc.seamdb_capacity, max_lps=max(1024, sc.cpus)),
                 mutations=frozenset(self.mutations), trace=trace, kernel=sc.kernel, sockets=sc.sockets)
@@ -619,7 +622,7 @@ class SimRun:
         mon, sc = self.mon, self.sc
         lost = mon.lost
         try:
-            h2 = self.host.reboot()
+            h2 = self.host.reboot()  # a fresh host of the same shape and seed (from its boot image)
         except BootError as e:
             mon.violate("reboot", f"the host did not come back after a reboot: {e}")
             return

@@ -16,8 +16,10 @@ same seed also seeds the emulated host, so it fixes the interleaving as well. Th
   with the P-SEAMLDR's entropy failing, retried when the kernel answers device-busy;
 - a fault plan: statuses (or VMfailInvalid/#GP/#UD) answered on chosen SEAMCALLs and CPUs.
 
-Delays count preemption points of the acting task: they shift actions against each other without
-naming scheduler steps, so a scenario stays meaningful when shrinking changes the interleaving.
+Delays are in preemption points of the acting task: it sleeps while the others take about the
+steps that many preemption points of its own would give them (`Cpu.delay`: the delay times the
+tasks runnable when it begins, in one step). They shift actions against each other without naming
+scheduler steps, so a scenario stays meaningful when shrinking changes the interleaving.
 `simplifications()` yields smaller scenarios for the shrinker (`tdxseam.sim.replay.shrink`).
 """
 
@@ -116,7 +118,7 @@ class HotplugSpec:
     victim: int  # the CPU taken offline and back
     race: int = 0  # k > 0: start when upload attempt k has begun
     delay: int = 0
-    gap: int = 0  # preemption points between cpu_down and cpu_up
+    gap: int = 0  # the delay between cpu_down and cpu_up
     victim2: int = 0  # k > 0: also take cpu k down (after `victim`), then bring both back
 
 

@@ -1,0 +1,107 @@
+"""One boot per host shape: the simulator's hosts are loaded from an image of a booted host.
+
+Booting an emulated host (the firmware's load of the module on every CPU with its signature and
+SEAMHASH checks, then the kernel's TDX init through the scheduler) costs more than most of a
+scenario's run. Every scenario of the same host shape (CPUs, packages, boot module, SEAMDB
+capacity, kernel profile, mutations) boots the same way when it boots with the same seed, so the
+simulator boots each shape once per process with `BOOT_SEED`, keeps the booted host pickled, and
+gives each scenario a fresh host loaded from that image, then reseeded with the scenario's seed
+(`EmulatedHost.reseed`: the scheduler's draw, the page allocator's shuffle, the P-SEAMLDR's
+RDRAND). Seeds differ from their first step after boot on; the boot itself is the same for all.
+
+A loaded host shares no object with the image's other hosts (pickle rebuilds every object but
+classes, functions and enum members), so no state passes from one seed to the next. A traced
+host is booted for real, with `BOOT_SEED` and then reseeded, so it runs exactly as its untraced
+twin and its trace holds the boot. Intel's firmware (`--firmware real`) is not imaged: its
+emulator is booted per seed as before.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+from collections import deque
+from functools import partial
+from itertools import repeat
+from typing import Any
+
+from tdxseam.host import EmulatedHost
+
+# The seed every simulator host boots with, whatever the scenario's seed.
+BOOT_SEED = 0
+# Images kept per process (oldest dropped first): a campaign meets a few dozen shapes.
+MAX_IMAGES = 64
+
+_images: dict[tuple, bytes] = {}
+
+
+def booted_host(cpus: int, *, seed: int, module: Any, seamldr: Any, mutations: frozenset[str] = frozenset(),
+                kernel: str = "merged", sockets: int = 1, trace: bool = False) -> EmulatedHost:
+    """A host of this shape, booted with `BOOT_SEED`, whose RNGs then draw from `seed`."""
+    if trace:  # booted for real, so the trace holds the boot; it boots as the image did
+        host = _boot(cpus, module, seamldr, mutations, kernel, sockets, trace=True)
+    else:
+        key = (cpus, module, seamldr, frozenset(mutations), kernel, sockets)
+        image = _images.get(key)
+        if image is None:
+            image = _image(_boot(cpus, module, seamldr, mutations, kernel, sockets, trace=False))
+            if len(_images) >= MAX_IMAGES:
+                del _images[next(iter(_images))]
+            _images[key] = image
+        host = pickle.loads(image)
+    host.reseed(seed)
+    # a platform reset of this host (the simulator's reboot check) loads the image again
+    host.fresh_boot = partial(booted_host, cpus, seed=seed, module=module, seamldr=seamldr, mutations=mutations,
+                              kernel=kernel, sockets=sockets, trace=trace)
+    return host
+
+
+def _boot(cpus: int, module: Any, seamldr: Any, mutations: frozenset[str], kernel: str, sockets: int, *,
+          trace: bool) -> EmulatedHost:
+    return EmulatedHost(cpus, seed=BOOT_SEED, module=module, seamldr=seamldr, mutations=frozenset(mutations),
+                        trace=trace, kernel=kernel, sockets=sockets)
+
+
+def _image(host: EmulatedHost) -> bytes:
+    """The booted host pickled, without its RNGs: every load is reseeded (and an RNG's state is
+    most of what a load would otherwise rebuild)."""
+    host.machine.sched.rng = None
+    host.machine.mem._rng = None
+    host.pseamldr._rng = None
+    buf = io.BytesIO()
+    _ImagePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(host)
+    return buf.getvalue()
+
+
+_CONTAINERS = (list, dict, set, frozenset, tuple, bytes, bytearray, str, int, deque)
+
+
+class _ImagePickler(pickle.Pickler):
+    """Pickles plain instances so that loading sets their attributes one by one.
+
+    pickle's default fills a loaded instance through its `__dict__`, which CPython then keeps as
+    a real dict instead of the compact per-class layout `__init__` gives: every attribute access
+    on such an object is slower (some 2.5 times, measured), which made a loaded host's run slower
+    than a booted one's. Setting each attribute through `object.__setattr__` keeps the compact
+    layout."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        if (not cls.__module__.startswith("tdxseam.") or cls.__reduce_ex__ is not object.__reduce_ex__
+                or cls.__reduce__ is not object.__reduce__ or "__slots__" in cls.__dict__
+                or isinstance(obj, _CONTAINERS) or not isinstance(getattr(obj, "__dict__", None), dict)):
+            return NotImplemented  # others' classes, enums, slotted classes: pickle's own way
+        setter = getattr(cls, "__setstate__", None) or _set_attrs  # a class's own (Scheduler's) sets attributes too
+        return copyreg.__newobj__, (cls,), obj.__getstate__(), None, None, setter
+
+
+def _set_attrs(obj: Any, state: dict) -> None:
+    """`object.__setattr__` for every item, looped in C (each call returns None, so `any` runs
+    through them all)."""
+    any(map(object.__setattr__, repeat(obj), state, state.values()))
+
+
+def clear() -> None:
+    """Forget every image (tests)."""
+    _images.clear()
