@@ -31,6 +31,7 @@ from tdxseam.kernel.locks import (
 )
 from tdxseam.kernel.seamcall import seamcall_prerr
 from tdxseam.kernel.stop_machine import stop_machine_cpuslocked
+from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_run_update, tdx_module_shutdown
 from tdxseam.platform.cpu import Regs
 from tdxseam.platform.memory import MemoryError_
 from tdxseam.platform.sched import WaitQueue, lazy_site
@@ -205,8 +206,6 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
 
 
 def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: InstallParams) -> int:
-    from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_run_update, tdx_module_shutdown
-
     cpu = k.this_cpu()
     is_lead_cpu = cpu.id == 0
     if state == ModuleUpdateState.MODULE_UPDATE_SHUTDOWN:

@@ -73,11 +73,12 @@ IrqHandler = Callable[..., Any]
 class Cpu:
     def __init__(self, machine: Machine, cpu_id: int, cpuid_1_eax: int, vmx_basic: int) -> None:
         self.machine = machine
+        self.sched = machine.sched  # a machine keeps its scheduler: one lookup less per preemption point
         self.id = cpu_id
         self.x2apic_id = cpu_id
         self.cpuid_1_eax = cpuid_1_eax
         self.vmx_basic = vmx_basic
-        self.online = True
+        self.online = True  # changed through Machine.set_cpu_online, which observers count on
         self.vmx_on = True  # the host did VMXON at boot (KVM or TDX init)
         self.vmx_non_root = False
         self.irq_enabled = True  # RFLAGS.IF
@@ -109,7 +110,7 @@ class Cpu:
 
     def preempt_point(self) -> None:
         """Let other CPUs run; take pending interrupts if this CPU has them enabled."""
-        self.machine.sched.preempt()
+        self.sched.preempt()
         if self.pending_nmis:
             self.machine.irq.deliver_nmi(self)
         if self.irq_enabled and self.pending_irqs:
@@ -129,7 +130,7 @@ class Cpu:
                 continue
             if site is None:
                 site = lazy_site()  # noted only for a spin that parks
-            self.machine.sched.park(q, what, site, pred)
+            self.sched.park(q, what, site, pred)
             if self.pending_nmis:
                 self.machine.irq.deliver_nmi(self)
             if self.irq_enabled and self.pending_irqs:
@@ -139,7 +140,7 @@ class Cpu:
         """cmpxchg-loop on a lock word; interrupts are taken while spinning if enabled."""
         if word.owner is not None:
             self._take_interrupts()  # interrupts already pending are taken before the spin parks
-        self.machine.sched.spin_acquire(word, what, site, self._take_interrupts)
+        self.sched.spin_acquire(word, what, site, self._take_interrupts)
 
     def _take_interrupts(self) -> None:
         """A spinning CPU woke: pending NMIs, and interrupts if enabled, are taken now."""
@@ -159,13 +160,13 @@ class Cpu:
                 continue
             if site is None:
                 site = lazy_site()  # noted only for a sleep that parks
-            self.machine.sched.park(q, what, site, pred, sleeping=True)
+            self.sched.park(q, what, site, pred, sleeping=True)
 
     # ---- the instruction -----------------------------------------------------------------------
 
     def seamcall(self, regs: Regs) -> SeamcallEnd:
         """Execute SEAMCALL with `regs`; entry and exit are preemption points."""
-        sched = self.machine.sched
+        sched = self.sched
         traced = sched.trace.enabled
         if traced:
             leaf = leaf_name(regs.rax)

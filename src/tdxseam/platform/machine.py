@@ -31,6 +31,7 @@ class Machine:
         self.seam: SeamSide | None = None
         self.num_private_hkids = NUM_PRIVATE_HKIDS
         self.debug_unlocked = False  # IA32_SGX_DEBUG_MODE: may debug-signed modules load?
+        self.online_changes = 0  # bumped by set_cpu_online: observers compare the set only then
 
     @property
     def ncpus(self) -> int:
@@ -39,6 +40,11 @@ class Machine:
     def package_of(self, cpu_id: int) -> int:
         """topology_physical_package_id(): CPUs are split evenly, in order, over the sockets."""
         return cpu_id * self.sockets // self.ncpus
+
+    def set_cpu_online(self, cpu: Cpu, online: bool) -> None:
+        """Mark `cpu` on- or offline (the kernel's set_cpu_online()); the one place that does."""
+        cpu.online = online
+        self.online_changes += 1
 
     def online_cpus(self) -> list[Cpu]:
         return [c for c in self.cpus if c.online]

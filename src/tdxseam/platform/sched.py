@@ -387,10 +387,20 @@ class Scheduler:
         if self._slice_end is not None and self.steps >= self._slice_end:
             self._main.switch()  # `run` pauses; it draws again when the run goes on
             return
-        nxt = self._draw()
-        if nxt is None:
-            self._main.switch()  # main sees no runnable task: done or deadlocked
-            return
+        runnable = self._runnable
+        n = len(runnable)
+        if n > 1 and self.pick is None and not self._contended:
+            # the common draw, as `_draw` makes it: a random pick among runnable tasks only
+            k = n.bit_length()
+            r = self._getrandbits(k)
+            while r >= n:
+                r = self._getrandbits(k)
+            nxt = runnable[r]
+        else:
+            nxt = self._draw()
+            if nxt is None:
+                self._main.switch()  # main sees no runnable task: done or deadlocked
+                return
         self.steps = steps = self.steps + 1
         self.choices.append(nxt.cpu.id & 0xFFFF)
         if self.max_steps is not None and steps > self.max_steps:

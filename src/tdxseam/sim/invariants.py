@@ -303,6 +303,10 @@ class Monitor:
         # off for scenarios without hotplug, where the set is still compared at the update's
         # start, lockstep start and end, and return
         self.watch_online = watch_online
+        # the online set last found equal to a lockstep's (`_online_moved`), and at which count of
+        # on/offline changes: the set is compared again only when a CPU changed since
+        self._online_same: tuple[int, ...] | None = None
+        self._online_gen = -1
         self._door = Door(self.fw, self)
         self.m.seam = self._door
         if plan is not None:
@@ -467,7 +471,7 @@ class Monitor:
         rec = self.lockstep
         if rec is None or rec.returned or rec.ctrl is None:
             return
-        if self.watch_online and self._online() != rec.online_at_ctrl:
+        if self.watch_online and self._online_moved(rec):
             self.violate("online-changed",
                          f"online CPUs changed during the update: {_cpus(rec.online_at_ctrl)} -> "
                          f"{_cpus(self._online())}", once_per=rec.start_step)
@@ -483,6 +487,18 @@ class Monitor:
                 self.violate("lockstep-abort",
                              f"the shared state moved to {S(ctrl.state).name} after a CPU failed "
                              f"{S(rec.first_fail).name}", once_per=rec.start_step)
+
+    def _online_moved(self, rec: UpdateRecord) -> bool:
+        """Do the online CPUs differ from those at the lockstep's creation? As comparing them at
+        every step, but the set is built again only after a CPU went on- or offline
+        (`Machine.online_changes`) or while it differs."""
+        gen = self.m.online_changes
+        if self._online_same is rec.online_at_ctrl and self._online_gen == gen:
+            return False
+        if self._online() != rec.online_at_ctrl:
+            return True
+        self._online_same, self._online_gen = rec.online_at_ctrl, gen
+        return False
 
     def _check_online(self, rec: UpdateRecord) -> None:
         now = self._online()
