@@ -114,7 +114,7 @@ class Task:
     """One thread of host code bound to one CPU."""
 
     __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "_wait", "pred",
-                 "result", "error", "priority", "_slot", "on_cpu")
+                 "result", "error", "priority", "_slot", "on_cpu", "points")
 
     def __init__(self, sched: Scheduler, cpu: Any, name: str, fn: Callable[..., Any],
                  args: tuple, priority: int) -> None:
@@ -130,6 +130,7 @@ class Task:
         self.error: BaseException | None = None
         self._slot = -1  # index in Scheduler._runnable, -1 when not there
         self.on_cpu = False
+        self.points = 0  # bare preemption points still to pass (`Cpu.preempt_points`)
 
         def body() -> None:
             try:
@@ -383,10 +384,51 @@ class Scheduler:
         """Hand the processor on: to the next draw, or back to `run` when the slice is used up.
 
         Runs at every preemption point and every park, so the draw's step (`_step`) and the
-        switch are written out here rather than called."""
+        switch are written out here rather than called.
+
+        A task drawn while it passes bare preemption points (`Cpu.preempt_points`, a delay) would
+        only come back here for its next point: when nothing else would happen at it (no interrupt
+        to take, no slice or budget end), that point is passed for it (`_pass_point`) and the
+        draw made again, without switching to the task and back. The draws, steps and step hooks
+        are the same as with the switch."""
+        me = self.current
+        while True:
+            nxt = self._draw_and_step()
+            if nxt is None or nxt is me:
+                self.current = me  # (it may have stood for a task whose points were passed)
+                return
+            self.current = nxt
+            if not nxt.glet:
+                # Not started yet: let main start it. A greenlet started from inside another inherits
+                # its Python recursion depth, so chains of starts would overflow with thousands of CPUs.
+                self._start = nxt
+                self._main.switch()
+                return
+            if not (nxt.points and self._pass_point(nxt)):
+                nxt.glet.switch()
+                return
+
+    def _pass_point(self, t: Task) -> bool:
+        """Pass `t`'s next bare preemption point for it, as it would itself after being drawn: no
+        interrupt to take, another point to pass, then `preempt`'s work. False when the task must
+        run instead (something would happen at the point, or the point would end the slice or
+        the step budget)."""
+        cpu = t.cpu
+        if cpu.pending_nmis or (cpu.irq_enabled and cpu.pending_irqs):
+            return False
+        if (self._slice_end is not None and self.steps >= self._slice_end) or (
+                self.max_steps is not None and self.steps >= self.max_steps):
+            return False
+        t.points -= 1
+        if len(cpu.runqueue) > 1:
+            self._maybe_resched(t)
+        return True
+
+    def _draw_and_step(self) -> Task | None:
+        """`_reschedule`'s draw and step; None when it handed the processor back to `run`."""
         if self._slice_end is not None and self.steps >= self._slice_end:
             self._main.switch()  # `run` pauses; it draws again when the run goes on
-            return
+            return None
         runnable = self._runnable
         n = len(runnable)
         if n > 1 and self.pick is None and not self._contended:
@@ -400,23 +442,14 @@ class Scheduler:
             nxt = self._draw()
             if nxt is None:
                 self._main.switch()  # main sees no runnable task: done or deadlocked
-                return
+                return None
         self.steps = steps = self.steps + 1
         self.choices.append(nxt.cpu.id & 0xFFFF)
         if self.max_steps is not None and steps > self.max_steps:
             raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
         if self.on_step is not None:
             self.on_step(self)
-        if nxt is self.current:
-            return
-        self.current = nxt
-        if not nxt.glet:
-            # Not started yet: let main start it. A greenlet started from inside another inherits
-            # its Python recursion depth, so chains of starts would overflow with thousands of CPUs.
-            self._start = nxt
-            self._main.switch()
-            return
-        nxt.glet.switch()
+        return nxt
 
     # ---- what simulated code calls ----------------------------------------------------------
 

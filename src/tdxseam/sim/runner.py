@@ -176,8 +176,7 @@ class _WatchedOps:
 
 
 def _delay(cpu: Any, n: int) -> None:
-    for _ in range(n):
-        cpu.preempt_point()
+    cpu.preempt_points(n)
 
 
 class SimRun:
