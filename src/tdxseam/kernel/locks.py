@@ -140,7 +140,7 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     cpu = k.this_cpu()
     if site is None:  # lazy_site(), written out: every acquisition notes where it was made
         f = sys._getframe(1)
-        site = Site(f.f_code, f.f_lineno)
+        site = Site(f.f_code, f.f_lasti)
     cpu.preempt_count += 1  # preempt_disable()
     cpu.preempt_point()
     if lock.holder is cpu:

@@ -90,15 +90,30 @@ def call_site(depth: int = 2) -> str:
     return f"{name}:{f.f_lineno} ({f.f_code.co_name})"
 
 
+def code_line(code: Any, lasti: int) -> int | None:
+    """The source line of the instruction at byte offset `lasti` of `code`: what a frame's
+    `f_lineno` gives at that `f_lasti`. Reading `f_lasti` is cheap, `f_lineno` searches the line
+    table, so sites are noted by offset and spelt with their line only when printed."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line
+    return None
+
+
 class Site:
-    """A call site kept as (code, line) and spelt like `call_site` only when printed: lock and
-    spin paths note their site at every acquisition, and almost none is ever printed."""
+    """A call site kept as (code, instruction offset) and spelt like `call_site` only when
+    printed: lock and spin paths note their site at every acquisition, and almost none is ever
+    printed."""
 
-    __slots__ = ("code", "line")
+    __slots__ = ("code", "lasti")
 
-    def __init__(self, code: Any, line: int) -> None:
+    def __init__(self, code: Any, lasti: int) -> None:
         self.code = code
-        self.line = line
+        self.lasti = lasti
+
+    @property
+    def line(self) -> int | None:
+        return code_line(self.code, self.lasti)
 
     def __str__(self) -> str:
         return f"{self.code.co_filename.rsplit('/', 1)[-1]}:{self.line} ({self.code.co_name})"
@@ -107,7 +122,7 @@ class Site:
 def lazy_site(depth: int = 2) -> Site:
     """`call_site(depth)`, formatted when printed (see `Site`)."""
     f = sys._getframe(depth)
-    return Site(f.f_code, f.f_lineno)
+    return Site(f.f_code, f.f_lasti)
 
 
 class Task:
@@ -633,5 +648,5 @@ def current_task(sched: Scheduler) -> Task:
 
 __all__ = [
     "Deadlock", "Scheduler", "SchedulerError", "SpinWord", "StepBudgetExceeded", "Task",
-    "Site", "WaitQueue", "Waiting", "call_site", "current_task", "field", "lazy_site",
+    "Site", "WaitQueue", "Waiting", "call_site", "code_line", "current_task", "field", "lazy_site",
 ]
