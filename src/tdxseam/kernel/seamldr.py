@@ -168,6 +168,12 @@ def free_seamldr_params(k: Kernel, p: InstallParams) -> None:
         k.machine.mem.free_page(pa)
 
 
+def _changed(k: Kernel) -> None:
+    """The update's control data (`k.last_update_ctrl` or a field of it) changed: tell the observer."""
+    if k.update_watch is not None:
+        k.update_watch()
+
+
 def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
     """The last CPU to ack a state advances everyone, unless some CPU failed.
 
@@ -187,6 +193,7 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
         kcsan_access(k, "update_ctrl", "num_ack", write=True)
         ctrl.num_ack = num_ack
         ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
+        _changed(k)
         if k.machine.tracing:
             state = ModuleUpdateState(min(ctrl.state, ModuleUpdateState.MODULE_UPDATE_DONE)).name
             k.machine.emit("update-ack", f"{state} {ctrl.num_ack}/{ctrl.num_cpus} ret={result}",
@@ -197,6 +204,7 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
             ctrl.num_ack = 0
             kcsan_access(k, "update_ctrl", "state", write=True, marked=True)
             ctrl.state += 1  # after DONE it becomes 6, which nobody reads
+            _changed(k)
             ctrl.wq.notify_all()
         elif result and ctrl.num_failed:
             ctrl.wq.notify_all()  # spinning CPUs leave at their next loop test
@@ -228,6 +236,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
     ret = 0
     abort = "no-abort" not in k.mutations
     ctrl.entered.append(cpu.id)
+    _changed(k)
     while True:
         kcsan_access(k, "update_ctrl", "state", write=False, marked=True)  # READ_ONCE
         newstate = ctrl.state
@@ -244,6 +253,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
                 ret = _do_state(k, ctrl, curstate, params)
                 ack_state(k, ctrl, ret)
             ctrl.log.append((cpu.id, int(curstate), "done", ret))
+            _changed(k)
         else:
             # cpu_relax(): parked until the state moves or a CPU fails
             cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
@@ -251,6 +261,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
         kcsan_access(k, "update_ctrl", "num_failed", write=False, marked=True)  # READ_ONCE
         if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
+            _changed(k)
             if k.machine.tracing:
                 k.machine.emit("update-leave", f"ret={ret}")
             return ret
@@ -292,6 +303,7 @@ def seamldr_install_module(k: Kernel, data: bytes) -> int:
                               num_cpus=len(k.machine.online_cpus()))
             k.kcsan.forget("update_ctrl")  # fresh control data: earlier accesses do not count
             k.last_update_ctrl = ctrl
+            _changed(k)
             ret = stop_machine_cpuslocked(
                 k, lambda p: do_seamldr_install_module(k, ctrl, p), params)
             failed = ret != 0

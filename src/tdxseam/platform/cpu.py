@@ -78,7 +78,7 @@ class Cpu:
         self.x2apic_id = cpu_id
         self.cpuid_1_eax = cpuid_1_eax
         self.vmx_basic = vmx_basic
-        self.online = True  # changed through Machine.set_cpu_online, which observers count on
+        self.online = True  # changed through Machine.set_cpu_online, which observers watch
         self.vmx_on = True  # the host did VMXON at boot (KVM or TDX init)
         self.vmx_non_root = False
         self.irq_enabled = True  # RFLAGS.IF

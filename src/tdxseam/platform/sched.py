@@ -446,7 +446,9 @@ class Scheduler:
             return None
         runnable = self._runnable
         n = len(runnable)
-        if n > 1 and self.pick is None and not self._contended:
+        if n == 1 and not self._contended:
+            nxt = runnable[0]  # the only candidate: `_draw` makes no choice either
+        elif n > 1 and self.pick is None and not self._contended:
             # the common draw, as `_draw` makes it: a random pick among runnable tasks only
             k = n.bit_length()
             r = self._getrandbits(k)

@@ -7,7 +7,8 @@ CPU's SEAMCALL instruction enters it, it passes the call on to the firmware unch
   shared state of the moment (TDH.SYS.SHUTDOWN in SHUTDOWN, SEAMLDR.INSTALL in CPU_INSTALL, ...);
 - at TDH.SYS.SHUTDOWN no TD is mid-build (on the SEAM side: `Td.in_build`);
 - at TDH.SYS.UPDATE every CPU of the update has run TDH.SYS.LP.INIT on the new module.
-Checked at every scheduler step (`Scheduler.on_step`), for the update in flight:
+Checked at every scheduler step (`Scheduler.on_step`; run at the steps after something they read
+changed, which finds what running at every step finds), for the update in flight:
 - the set of online CPUs does not change between the lockstep's creation and the update's return;
 - every CPU that enters the lockstep leaves it; the shared state never moves past a state in
   which a CPU reported failure (the abort rule).
@@ -303,15 +304,15 @@ class Monitor:
         # off for scenarios without hotplug, where the set is still compared at the update's
         # start, lockstep start and end, and return
         self.watch_online = watch_online
-        # the online set last found equal to a lockstep's (`_online_moved`), and at which count of
-        # on/offline changes: the set is compared again only when a CPU changed since
-        self._online_same: tuple[int, ...] | None = None
-        self._online_gen = -1
         self._door = Door(self.fw, self)
         self.m.seam = self._door
         if plan is not None:
             self.fw.fault_hook = self._fault_hook
-        self.sched.on_step = self.on_step
+        # the per-step checks run at the steps after something they read changed (`_arm`)
+        self.k.update_watch = self._arm
+        self._set_online = self.m.set_cpu_online
+        self.m.set_cpu_online = self._set_cpu_online
+        self._arm()
         # kmemleak and failslab in one: who allocated each host page still held, and an
         # allocation failure armed for one upload's write()
         self.page_owner: dict[int, Any] = {}
@@ -464,14 +465,26 @@ class Monitor:
         if rec.started and not rec.ended and len(ctrl.left) >= ctrl.num_cpus:
             self._lockstep_end(rec)
 
+    def _arm(self) -> None:
+        """Something `on_step` reads changed: the upload in flight, the kernel's lockstep control
+        (the kernel calls this after each change of it, `Kernel.update_watch`), or the online
+        CPUs. The checks run at the next step, as if they ran at every step: with nothing changed
+        since their last run they find nothing new (a violation is reported once per update)."""
+        self.sched.on_step = self.on_step
+
+    def _set_cpu_online(self, cpu: Cpu, online: bool) -> None:
+        self._set_online(cpu, online)
+        self._arm()
+
     def on_step(self, sched: Scheduler) -> None:
+        sched.on_step = None  # until something changes again (`_arm`)
         if self.current is None and (self.lockstep is None or self.lockstep.returned):
             return  # no update's write() in flight: nothing to watch at this step
         self._poll_ctrl()
         rec = self.lockstep
         if rec is None or rec.returned or rec.ctrl is None:
             return
-        if self.watch_online and self._online_moved(rec):
+        if self.watch_online and self._online() != rec.online_at_ctrl:
             self.violate("online-changed",
                          f"online CPUs changed during the update: {_cpus(rec.online_at_ctrl)} -> "
                          f"{_cpus(self._online())}", once_per=rec.start_step)
@@ -487,18 +500,6 @@ class Monitor:
                 self.violate("lockstep-abort",
                              f"the shared state moved to {S(ctrl.state).name} after a CPU failed "
                              f"{S(rec.first_fail).name}", once_per=rec.start_step)
-
-    def _online_moved(self, rec: UpdateRecord) -> bool:
-        """Do the online CPUs differ from those at the lockstep's creation? As comparing them at
-        every step, but the set is built again only after a CPU went on- or offline
-        (`Machine.online_changes`) or while it differs."""
-        gen = self.m.online_changes
-        if self._online_same is rec.online_at_ctrl and self._online_gen == gen:
-            return False
-        if self._online() != rec.online_at_ctrl:
-            return True
-        self._online_same, self._online_gen = rec.online_at_ctrl, gen
-        return False
 
     def _check_online(self, rec: UpdateRecord) -> None:
         now = self._online()
@@ -560,6 +561,7 @@ class Monitor:
         if rec.alloc_fail:
             self.alloc_fail_in, self.alloc_fail_task = rec.alloc_fail, rec.writer
         self.current = rec
+        self._arm()
 
     def write_returns(self, rec: UpdateRecord, result: int) -> None:
         self._poll_ctrl()
@@ -572,6 +574,7 @@ class Monitor:
         rec.online_at_return = self._online()
         self.alloc_fail_in, self.alloc_fail_task = 0, None
         self.current = None
+        self._arm()
         self.after_update(rec)
 
     # ---- resources come back ----------------------------------------------------------------------
