@@ -516,15 +516,22 @@ def test_trace_records_scheduler_events_in_step_order():
 
 def _delays(seed: int, passed: bool, *, slice_steps: int | None = None, budget: int | None = None) -> tuple:
     """CPUs that delay (bare preemption points), work, raise interrupts on each other and take a
-    stopper-like higher-priority task, with `Cpu.preempt_points` (points passed for a task that
-    is not switched to) or a plain loop of `preempt_point`. Returns what must not differ."""
+    stopper-like higher-priority task, with `Cpu.preempt_points` and `Scheduler.preempt_points`
+    (points passed for a task that is not switched to) or plain loops of `preempt_point` and
+    `preempt`. Returns what must not differ."""
     m = Machine(6, seed=seed, trace=False, max_steps=budget)
     order: list[tuple] = []
     hooks: list[tuple] = []
     m.sched.on_step = lambda s: hooks.append((s.steps, s.current.cpu.id if s.current else -1))
 
     def delay(cpu, n):
-        if passed:
+        if cpu.id == 3:  # time spent without taking interrupts (as in SEAM code)
+            if passed:
+                m.sched.preempt_points(n)
+            else:
+                for _ in range(n):
+                    m.sched.preempt()
+        elif passed:
             cpu.preempt_points(n)
         else:
             for _ in range(n):

@@ -117,16 +117,16 @@ class Cpu:
             self.machine.irq.deliver(self)
 
     def preempt_points(self, n: int) -> None:
-        """`n` preemption points with nothing between them (a delay). While the task waits to be
-        drawn, the scheduler may pass its next point for it without switching to it (see
-        `Scheduler._reschedule`), so `Task.points` counts the points still to pass."""
+        """`n` preemption points with nothing between them (a delay), interrupts taken at each as
+        at `preempt_point`. Like `Scheduler.preempt_points`, a point may be passed for the task
+        without switching to it when it has no interrupt to take."""
         sched = self.sched
         t = sched.current
         if t is None or not sched.running:
             for _ in range(n):
                 self.preempt_point()
             return
-        t.points = n
+        t.points, t.points_irqs = n, True
         try:
             while t.points > 0:
                 t.points -= 1
@@ -135,7 +135,7 @@ class Cpu:
                     # the handlers run on this task: none of their points may be passed for it
                     left, t.points = t.points, 0
                     self._take_interrupts()
-                    t.points = left
+                    t.points, t.points_irqs = left, True
         finally:
             t.points = 0
 

@@ -129,7 +129,7 @@ class Task:
     """One thread of host code bound to one CPU."""
 
     __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "_wait", "pred",
-                 "result", "error", "priority", "_slot", "on_cpu", "points")
+                 "result", "error", "priority", "_slot", "on_cpu", "points", "points_irqs")
 
     def __init__(self, sched: Scheduler, cpu: Any, name: str, fn: Callable[..., Any],
                  args: tuple, priority: int) -> None:
@@ -145,7 +145,8 @@ class Task:
         self.error: BaseException | None = None
         self._slot = -1  # index in Scheduler._runnable, -1 when not there
         self.on_cpu = False
-        self.points = 0  # bare preemption points still to pass (`Cpu.preempt_points`)
+        self.points = 0  # bare preemption points still to pass (`Scheduler.preempt_points`)
+        self.points_irqs = False  # are interrupts taken at them (`Cpu.preempt_points`)?
 
         def body() -> None:
             try:
@@ -398,20 +399,43 @@ class Scheduler:
     def _reschedule(self) -> None:
         """Hand the processor on: to the next draw, or back to `run` when the slice is used up.
 
-        Runs at every preemption point and every park, so the draw's step (`_step`) and the
-        switch are written out here rather than called.
+        Runs at every preemption point and every park, so the draw (its common case), the step
+        (`_step`) and the switch are written out here rather than called.
 
-        A task drawn while it passes bare preemption points (`Cpu.preempt_points`, a delay) would
+        A task drawn while it passes bare preemption points (`preempt_points`, a delay) would
         only come back here for its next point: when nothing else would happen at it (no interrupt
         to take, no slice or budget end), that point is passed for it (`_pass_point`) and the
         draw made again, without switching to the task and back. The draws, steps and step hooks
         are the same as with the switch."""
         me = self.current
         while True:
-            nxt = self._draw_and_step()
-            if nxt is None or nxt is me:
-                self.current = me  # (it may have stood for a task whose points were passed)
-                return
+            if self._slice_end is not None and self.steps >= self._slice_end:
+                self._main.switch()  # `run` pauses; it draws again when the run goes on
+                break
+            runnable = self._runnable
+            n = len(runnable)
+            if n == 1 and not self._contended:
+                nxt = runnable[0]  # the only candidate: `_draw` makes no choice either
+            elif n > 1 and self.pick is None and not self._contended:
+                # the common draw, as `_draw` makes it: a random pick among runnable tasks only
+                k = n.bit_length()
+                r = self._getrandbits(k)
+                while r >= n:
+                    r = self._getrandbits(k)
+                nxt = runnable[r]
+            else:
+                nxt = self._draw()
+                if nxt is None:
+                    self._main.switch()  # main sees no runnable task: done or deadlocked
+                    break
+            self.steps = steps = self.steps + 1
+            self.choices.append(nxt.cpu.id & 0xFFFF)
+            if self.max_steps is not None and steps > self.max_steps:
+                raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
+            if self.on_step is not None:
+                self.on_step(self)
+            if nxt is me:
+                break
             self.current = nxt
             if not nxt.glet:
                 # Not started yet: let main start it. A greenlet started from inside another inherits
@@ -422,6 +446,7 @@ class Scheduler:
             if not (nxt.points and self._pass_point(nxt)):
                 nxt.glet.switch()
                 return
+        self.current = me  # (it may have stood for a task whose points were passed)
 
     def _pass_point(self, t: Task) -> bool:
         """Pass `t`'s next bare preemption point for it, as it would itself after being drawn: no
@@ -429,7 +454,7 @@ class Scheduler:
         run instead (something would happen at the point, or the point would end the slice or
         the step budget)."""
         cpu = t.cpu
-        if cpu.pending_nmis or (cpu.irq_enabled and cpu.pending_irqs):
+        if t.points_irqs and (cpu.pending_nmis or (cpu.irq_enabled and cpu.pending_irqs)):
             return False
         if (self._slice_end is not None and self.steps >= self._slice_end) or (
                 self.max_steps is not None and self.steps >= self.max_steps):
@@ -438,35 +463,6 @@ class Scheduler:
         if len(cpu.runqueue) > 1:
             self._maybe_resched(t)
         return True
-
-    def _draw_and_step(self) -> Task | None:
-        """`_reschedule`'s draw and step; None when it handed the processor back to `run`."""
-        if self._slice_end is not None and self.steps >= self._slice_end:
-            self._main.switch()  # `run` pauses; it draws again when the run goes on
-            return None
-        runnable = self._runnable
-        n = len(runnable)
-        if n == 1 and not self._contended:
-            nxt = runnable[0]  # the only candidate: `_draw` makes no choice either
-        elif n > 1 and self.pick is None and not self._contended:
-            # the common draw, as `_draw` makes it: a random pick among runnable tasks only
-            k = n.bit_length()
-            r = self._getrandbits(k)
-            while r >= n:
-                r = self._getrandbits(k)
-            nxt = runnable[r]
-        else:
-            nxt = self._draw()
-            if nxt is None:
-                self._main.switch()  # main sees no runnable task: done or deadlocked
-                return None
-        self.steps = steps = self.steps + 1
-        self.choices.append(nxt.cpu.id & 0xFFFF)
-        if self.max_steps is not None and steps > self.max_steps:
-            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
-        if self.on_step is not None:
-            self.on_step(self)
-        return nxt
 
     # ---- what simulated code calls ----------------------------------------------------------
 
@@ -478,6 +474,23 @@ class Scheduler:
         if t is not None and len(t.cpu.runqueue) > 1:
             self._maybe_resched(t)
         self._reschedule()
+
+    def preempt_points(self, n: int) -> None:
+        """`n` preemption points in a row with nothing between them: time spent (`preempt`, no
+        interrupt taken, as in SEAM code). While the task waits to be drawn, its next point may be
+        passed for it without switching to it (`_reschedule`); `Task.points` counts those left."""
+        t = self.current
+        if t is None or not self.running:
+            for _ in range(n):
+                self.preempt()
+            return
+        t.points, t.points_irqs = n, False
+        try:
+            while t.points > 0:
+                t.points -= 1
+                self.preempt()
+        finally:
+            t.points = 0
 
     def need_resched(self) -> bool:
         """A higher-priority task is ready on the running task's CPU (the kernel's need_resched():

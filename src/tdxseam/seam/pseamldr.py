@@ -219,8 +219,7 @@ class PSeamldr:
         return pa % align == 0 and 0 <= pa < mem.max_pa and not self.fw.in_seamrr(pa)
 
     def _spend(self, steps: int | None = None) -> None:
-        for _ in range(self.steps_inside if steps is None else steps):
-            self.machine.sched.preempt()
+        self.machine.sched.preempt_points(self.steps_inside if steps is None else steps)
 
     def _rdrand(self) -> int:
         return self._rng.getrandbits(64)
