@@ -12,7 +12,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.status import TdxStatus, seamcall_errno  # noqa: F401 (re-exported)
-from tdxseam.kernel.locks import preempt_disable, preempt_enable
+from tdxseam.kernel.locks import preempt_enable
 from tdxseam.platform.cpu import Regs, SeamcallEnd
 
 if TYPE_CHECKING:
@@ -40,9 +40,10 @@ def sc_retry(k: Kernel, fn: int, args: Regs) -> int:
     """Issue the call, retrying TDX_RND_NO_ENTROPY (whatever the leaf) up to RDRAND_RETRY_LOOPS times."""
     retry = RDRAND_RETRY_LOOPS
     while True:
-        preempt_disable(k)
+        cpu = k.this_cpu()
+        cpu.preempt_count += 1  # preempt_disable(), written out: the CPU is needed just below
         # kexec must flush caches of any CPU that has run SEAM code
-        k.this_percpu().cache_state_incoherent = True
+        k.percpu[cpu.id].cache_state_incoherent = True
         ret = __seamcall(k, fn, args)
         preempt_enable(k)
         if ret != TdxStatus.TDX_RND_NO_ENTROPY:

@@ -27,9 +27,10 @@ DEFAULT_CPUID_1_EAX = 0x000806F8
 VMX_BASIC_NO_SEAMRET_INVD_VMCS = 1 << 60
 
 
-@dataclass
+@dataclass(slots=True)
 class Regs:
-    """General-purpose registers a SEAMCALL reads and writes (the kernel's tdx_module_args)."""
+    """General-purpose registers a SEAMCALL reads and writes (the kernel's tdx_module_args).
+    Slots: every SEAMCALL makes one or two and every leaf reads them."""
 
     rax: int = 0
     rcx: int = 0
