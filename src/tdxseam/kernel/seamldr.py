@@ -93,6 +93,12 @@ class ModuleUpdateState(IntEnum):
     MODULE_UPDATE_DONE = 5
 
 
+# upstream's names, bound once: the lockstep compares with them at every turn, and on Python 3.11 a
+# member looked up on its enum class costs a Python-level hook (EnumType.__getattr__)
+(MODULE_UPDATE_START, MODULE_UPDATE_SHUTDOWN, MODULE_UPDATE_CPU_INSTALL, MODULE_UPDATE_CPU_INIT,
+ MODULE_UPDATE_RUN_UPDATE, MODULE_UPDATE_DONE) = ModuleUpdateState
+
+
 @dataclass
 class UpdateCtrl:
     """The lockstep's shared control data; `lock` guards the ack counters."""
@@ -216,15 +222,15 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
 def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: InstallParams) -> int:
     cpu = k.this_cpu()
     is_lead_cpu = cpu.id == 0
-    if state == ModuleUpdateState.MODULE_UPDATE_SHUTDOWN:
+    if state == MODULE_UPDATE_SHUTDOWN:
         return tdx_module_shutdown(k) if is_lead_cpu else 0
-    if state == ModuleUpdateState.MODULE_UPDATE_CPU_INSTALL:
+    if state == MODULE_UPDATE_CPU_INSTALL:
         return seamldr_install(k, params.params_pa)
-    if state == ModuleUpdateState.MODULE_UPDATE_CPU_INIT:
+    if state == MODULE_UPDATE_CPU_INIT:
         if "skip-lp-init" in k.mutations and cpu.id == ctrl.num_cpus - 1 and cpu.id != 0:
             return 0
         return tdx_cpu_enable(k)
-    if state == ModuleUpdateState.MODULE_UPDATE_RUN_UPDATE:
+    if state == MODULE_UPDATE_RUN_UPDATE:
         return tdx_module_run_update(k) if is_lead_cpu else 0
     return 0
 
@@ -232,7 +238,7 @@ def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: Ins
 def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams) -> int:
     """Every online CPU, interrupts off: follow the shared state, do each state's work, ack it."""
     cpu = k.this_cpu()
-    curstate: int = ModuleUpdateState.MODULE_UPDATE_START
+    curstate: int = MODULE_UPDATE_START
     ret = 0
     abort = "no-abort" not in k.mutations
     ctrl.entered.append(cpu.id)
@@ -259,7 +265,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
             cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
                            "module update state")
         kcsan_access(k, "update_ctrl", "num_failed", write=False, marked=True)  # READ_ONCE
-        if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
+        if curstate == MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
             _changed(k)
             if k.machine.tracing:

@@ -62,6 +62,11 @@ class SeamcallEnd(Enum):
     GP = "#GP"  # general protection: e.g. in VMX non-root or CPL > 0
 
 
+# Bound once: every SEAMCALL's ending is compared with it, and on Python 3.11 a member looked up on
+# its enum class costs a Python-level hook (EnumType.__getattr__).
+SEAMRET = SeamcallEnd.SEAMRET
+
+
 class SeamSide(Protocol):
     """What the SEAM side installs on a machine: it executes leaves entered through the door."""
 

@@ -35,7 +35,7 @@ from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_
 from tdxseam.formats.status import TdxStatus, status_text
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.kernel.seamldr import ModuleUpdateState as S
-from tdxseam.platform.cpu import SeamcallEnd
+from tdxseam.platform.cpu import SEAMRET, SeamcallEnd
 
 if TYPE_CHECKING:
     from tdxseam.host import EmulatedHost
@@ -117,6 +117,11 @@ def invariants_for(firmware: str) -> dict:
 
 
 # ---- the lockstep's own SEAMCALLs, by shared state ------------------------------------------------
+
+# the leaves the door's checks compare every SEAMCALL with, bound once (see platform.cpu.SEAMRET)
+TDH_SYS_SHUTDOWN = TdxLeaf.TDH_SYS_SHUTDOWN
+TDH_SYS_UPDATE = TdxLeaf.TDH_SYS_UPDATE
+TDH_SYS_LP_INIT = TdxLeaf.TDH_SYS_LP_INIT
 
 PHASE_LEAVES: dict[int, frozenset[int]] = {
     S.MODULE_UPDATE_SHUTDOWN: frozenset({TdxLeaf.TDH_SYS_RD, TdxLeaf.TDH_SYS_SHUTDOWN}),
@@ -407,7 +412,7 @@ class Monitor:
             self.violate("lockstep-phase",
                          f"cpu{cpu.id} issues {leaf_name(leaf)} while the shared state is {name}",
                          once_per=rec.start_step)
-        if leaf == TdxLeaf.TDH_SYS_SHUTDOWN:
+        if leaf == TDH_SYS_SHUTDOWN:
             mod = self.fw.module
             # real firmware: not applicable (REAL_NOT_APPLICABLE), its TDs are in its own memory
             if mod is not None and not getattr(mod, "real", False):
@@ -424,7 +429,7 @@ class Monitor:
                     self.violate("td-build-at-shutdown",
                                  "TDH.SYS.SHUTDOWN while TD(s) " + ", ".join(f"0x{t:x}" for t in building)
                                  + " are mid-build (MNG.INIT done, MR.FINALIZE not)")
-        elif leaf == TdxLeaf.TDH_SYS_UPDATE:
+        elif leaf == TDH_SYS_UPDATE:
             missing = sorted(set(rec.online_at_ctrl) - rec.lp_init_ok)
             if missing:
                 self.violate("lp-init-missing",
@@ -434,13 +439,13 @@ class Monitor:
         if leaf & SEAMLDR_LEAF_BIT and cpu.id in self._seamldr_inside:
             self._seamldr_inside.remove(cpu.id)
         hit = self._injected.pop(cpu.id, None)
-        status = regs.rax if end is SeamcallEnd.SEAMRET else -1
-        if leaf == TdxLeaf.TDH_SYS_SHUTDOWN and hit is not None and self.lockstep is not None:
+        status = regs.rax if end is SEAMRET else -1
+        if leaf == TDH_SYS_SHUTDOWN and hit is not None and self.lockstep is not None:
             self.lockstep.shutdown_faulted = True
         self.last_call[(self.sched.current, cpu.irq_depth)] = (leaf, end, status, hit)
         rec = self.lockstep
-        if (rec is not None and rec.active and leaf == TdxLeaf.TDH_SYS_LP_INIT
-                and end is SeamcallEnd.SEAMRET and status == 0):
+        if (rec is not None and rec.active and leaf == TDH_SYS_LP_INIT
+                and end is SEAMRET and status == 0):
             rec.lp_init_ok.add(cpu.id)
 
     # ---- every step -----------------------------------------------------------------------------
