@@ -209,6 +209,7 @@ class TdxModule:
 
     def __init__(self, fw: SeamFirmware, build: ModuleBuild | None, layout: SeamLayout) -> None:
         self.fw = fw
+        self.machine = fw.machine
         self.build = build
         self.layout = layout
         self.sys_state = SysState.SYSINIT_PENDING
@@ -231,10 +232,6 @@ class TdxModule:
     def __repr__(self) -> str:
         v = self.build.version if self.build else "unidentified"
         return f"<TdxModule {v} {self.sys_state.name}>"
-
-    @property
-    def machine(self):
-        return self.fw.machine
 
     @property
     def identity(self) -> ModuleBuild | None:

@@ -170,6 +170,7 @@ class PSeamldr:
     def __init__(self, fw: SeamFirmware, build: SeamldrBuild | None = None, *,
                  trusted_key_hashes: tuple[bytes, ...] = (INTEL_KEY_HASH,)) -> None:
         self.fw = fw
+        self.machine = fw.machine
         self.build = build or SeamldrBuild()
         # Key pins: the built-in Intel hash; a test P-SEAMLDR may trust a test key as well.
         self.trusted_key_hashes = tuple(bytes(h) for h in trusted_key_hashes)
@@ -203,10 +204,6 @@ class PSeamldr:
         self.last_install: InstallReport | None = None
         self.last_reject: str | None = None  # the check that failed the latest INSTALL call
         fw.pseamldr = self
-
-    @property
-    def machine(self):
-        return self.fw.machine
 
     # ---- common helpers ------------------------------------------------------------------------
 
