@@ -201,7 +201,7 @@ def deserialize_handoff(hv: int, data: bytes) -> tuple[TdRegistry, set[int]]:
                 off += _VCPU.size
                 td.vcpus[pa] = Vcpu(pa, idx, VcpuState(st), init_rcx, entries)
             reg.add_td(td)
-        if off != len(data) and any(data[off:]):  # zero padding (a fixed-size area) is fine
+        if off != len(data) and bytes(data[off:]) != bytes(len(data) - off):  # zero padding is fine
             raise HandoffDataError(f"{len(data) - off} trailing bytes")
     except (struct.error, ValueError) as exc:
         if isinstance(exc, HandoffDataError):
