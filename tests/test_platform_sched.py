@@ -594,3 +594,64 @@ def test_trace_records_scheduler_events_in_step_order():
     assert len(ev) == 6
     assert [e[0] for e in ev] == sorted(e[0] for e in ev)
     assert {e[1] for e in ev} == {0, 1}
+
+
+def _delays(seed: int, passed: bool, *, slice_steps: int | None = None, budget: int | None = None) -> tuple:
+    """CPUs that delay (bare preemption points), work, raise interrupts on each other and take a
+    stopper-like higher-priority task, with `Cpu.preempt_points` and `Scheduler.preempt_points`
+    (points passed for a task that is not switched to) or plain loops of `preempt_point` and
+    `preempt`. Returns what must not differ."""
+    m = Machine(6, seed=seed, trace=False, max_steps=budget)
+    order: list[tuple] = []
+    hooks: list[tuple] = []
+    m.sched.on_step = lambda s: hooks.append((s.steps, s.current.cpu.id if s.current else -1))
+
+    def delay(cpu, n):
+        if cpu.id == 3:  # time spent without taking interrupts (as in SEAM code)
+            if passed:
+                m.sched.preempt_points(n)
+            else:
+                for _ in range(n):
+                    m.sched.preempt()
+        elif passed:
+            cpu.preempt_points(n)
+        else:
+            for _ in range(n):
+                cpu.preempt_point()
+
+    def handler(cpu, tag):
+        order.append(("irq", cpu.id, tag, m.sched.steps))
+        delay(cpu, 2)  # an interrupt handler's own points belong to no delay
+
+    def work(cpu):
+        for i in range(6):
+            delay(cpu, 3 + (cpu.id + i) % 5)
+            order.append(("work", cpu.id, i, m.sched.steps))
+            other = m.cpus[(cpu.id + 1) % 6]
+            m.irq.raise_irq(other, handler, other, i)
+            if cpu.id == 2 and i == 3:
+                m.sched.spawn(cpu, lambda: order.append(("stopper", m.sched.steps)), priority=1)
+
+    for c in m.cpus:
+        m.sched.spawn(c, work, c)
+    try:
+        while True:
+            m.sched.run(slice_steps=slice_steps)
+            if not m.sched.paused:
+                break
+            order.append(("pause", m.sched.steps))
+    except StepBudgetExceeded:
+        order.append(("budget", m.sched.steps))
+    assert not m.sched.errors
+    return m.sched.steps, m.sched.schedule_digest(), order, hooks
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("slice_steps, budget", [(None, None), (7, None), (None, 150)])
+def test_passed_preemption_points_change_nothing(seed, slice_steps, budget):
+    """A delay's points passed without a switch give the same draws, steps, step hooks (with the
+    same running CPU), interrupts, pauses and budget end as the task passing them itself."""
+    a = _delays(seed, True, slice_steps=slice_steps, budget=budget)
+    b = _delays(seed, False, slice_steps=slice_steps, budget=budget)
+    assert a == b
+    assert any(e[0] == "irq" for e in a[2])

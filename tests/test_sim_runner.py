@@ -205,3 +205,31 @@ def test_a_hotplug_read_lock_kept_after_the_update_is_caught(monkeypatch):
     r = run_scenario(_one())
     kinds = [v.kind for v in r.violations]
     assert kinds[0] == "lock-held" and "cpu_hotplug_lock still read-held" in r.violations[0].message, kinds
+
+
+def test_step_checks_run_on_changes_find_what_checks_at_every_step_find(monkeypatch):
+    """The monitor's per-step checks run only at the steps after something they read changed
+    (`Monitor._arm`); run at every step instead, they report the same violations at the same
+    steps, and the runs are the same."""
+    from tdxseam.sim.invariants import Monitor
+
+    def runs() -> list:
+        out = []
+        for mutation, kernel in (("no-abort", "merged"), ("no-hotplug-lock", "merged"),
+                                 ("skip-lp-init", "merged"), ("ack-before-work", "v10")):
+            for seed in range(30):
+                r = run_seed(seed, mutations=(mutation,), kernel=kernel)
+                out.append((r.steps, r.schedule_digest, [str(v) for v in r.violations], r.updates))
+        return out
+
+    on_changes = runs()
+    step_checks = Monitor.on_step
+
+    def every_step(self, sched):
+        step_checks(self, sched)
+        self._arm()  # look again at the next step, whatever changes
+
+    monkeypatch.setattr(Monitor, "on_step", every_step)
+    assert runs() == on_changes
+    kinds = {v.split("]")[0][1:] for r in on_changes for v in r[2]}
+    assert {"lockstep-abort", "online-changed"} <= kinds

@@ -51,6 +51,7 @@ V1_MIN_MODULE_OFFSET = 0x2000
 # v2 layout
 V2_HEADER = struct.Struct("<HH8sII")  # version, checksum, signature, sigstruct_nr_pages, module_nr_pages
 V2_RESERVED = (V2_HEADER.size, TDX_IMAGE_HEADER_SIZE)  # 20..4096
+_ZERO_RESERVED = bytes(V2_RESERVED[1] - V2_RESERVED[0])
 
 
 class ImageFormat(Enum):
@@ -313,7 +314,7 @@ def kernel_check_v2(data: bytes) -> KernelReject | None:
         return KernelReject(5, "page_count", f"{sig_pages} sigstruct / {mod_pages} module pages exceed 1 / 496")
     if signature != TDX_BLOB_SIGNATURE:
         return KernelReject(6, "magic", f"signature {signature!r}, expected b'TDX-BLOB'")
-    if any(bytes(data[V2_RESERVED[0] : V2_RESERVED[1]])):
+    if bytes(data[V2_RESERVED[0] : V2_RESERVED[1]]) != _ZERO_RESERVED:  # compared, not iterated
         return KernelReject(7, "reserved", "reserved header bytes are not zero")
     return None
 
@@ -369,7 +370,7 @@ def parse_v2(data: bytes, *, what: str = "v2 image") -> V2Image:
         raise ImageError(what, "has no module pages", code="page_count",
                          field="module_nr_pages", offset=16)
     pad_start = TDX_IMAGE_HEADER_SIZE + SIGSTRUCT_SIZE
-    if any(bytes(data[pad_start : TDX_IMAGE_HEADER_SIZE + PAGE_SIZE])):
+    if bytes(data[pad_start : TDX_IMAGE_HEADER_SIZE + PAGE_SIZE]) != bytes(PAGE_SIZE - SIGSTRUCT_SIZE):
         raise ImageError(what, "bytes 2048-4095 of the sigstruct page are not zero",
                          code="sigstruct_padding", field="sigstruct page", offset=pad_start)
     _check_checksum(ImageError, what, data)

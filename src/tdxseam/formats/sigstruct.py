@@ -327,19 +327,26 @@ def verify_signature_openssl(sig: Sigstruct) -> bool:
     OpenSSL's PKCS#1 v1.5 check also compares the whole encoding (padding, DigestInfo, digest);
     tests hold both functions to the same verdicts.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-    from cryptography.hazmat.primitives.hashes import SHA384
-
+    invalid, padding, digest = _openssl_verify_args()
     n = sig.modulus_int
     s = sig.signature_int
     if n.bit_length() != 3072 or not (0 < s < n):
         return False
     try:
-        _openssl_public_key(n).verify(s.to_bytes(RSA_KEY_BYTES, "big"), sig.signed_message, PKCS1v15(), SHA384())
-    except (InvalidSignature, ValueError):
+        _openssl_public_key(n).verify(s.to_bytes(RSA_KEY_BYTES, "big"), sig.signed_message, padding, digest)
+    except (invalid, ValueError):
         return False
     return True
+
+
+@lru_cache(maxsize=1)
+def _openssl_verify_args() -> tuple:
+    """(InvalidSignature, PKCS1v15(), SHA384()): imported once, when first needed."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.hashes import SHA384
+
+    return InvalidSignature, PKCS1v15(), SHA384()
 
 
 # -- the P-SEAMLDR's checks as data -----------------------------------------------------------

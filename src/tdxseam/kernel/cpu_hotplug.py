@@ -101,7 +101,7 @@ def cpu_down(k: Kernel, cpu_id: int) -> int:
                 return ret  # a failing teardown callback leaves the CPU online
             flags = local_irq_save(k)
             try:
-                cpu.online = False
+                m.set_cpu_online(cpu, False)
                 m.emit("cpu-offline", f"cpu{cpu_id}")
                 _migrate_tasks_away(k, cpu_id)
             finally:
@@ -136,11 +136,11 @@ def cpu_up(k: Kernel, cpu_id: int) -> int:
             return 0
 
         def bringup() -> int:
-            cpu.online = True
+            m.set_cpu_online(cpu, True)
             m.emit("cpu-online", f"cpu{cpu_id}")
             ret = tdx_online_cpu(k)
             if ret:
-                cpu.online = False  # a failed online callback rolls the CPU back down
+                m.set_cpu_online(cpu, False)  # a failed online callback rolls the CPU back down
                 m.emit("cpu-offline", f"cpu{cpu_id} (online callback failed: {ret})")
             return ret
 

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tdxseam.platform.sched import Site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
@@ -68,8 +69,8 @@ class Kcsan:
             del self._last[key]
 
 
-def _site(code, lineno: int) -> str:
-    return f"{code.co_filename.rsplit('/', 1)[-1]}:{lineno} ({code.co_name})"
+def _site(code, lasti: int) -> str:
+    return str(Site(code, lasti))
 
 
 def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = False) -> None:
@@ -87,8 +88,8 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     last = kc._last.get(key)
     if last is None:
         last = kc._last[key] = {True: [], False: []}
-    # records are plain tuples (cpu, marked, locks, code, line): Access objects and site strings
-    # are made only for a report
+    # records are plain tuples (cpu, marked, locks, code, instruction offset): Access objects and
+    # site strings are made only for a report
     if key not in kc._reported:
         # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
         # many CPUs there are (KCSAN, too, only sees accesses that meet in time); a read races
@@ -109,7 +110,7 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
         if r0[0] == cid and r0[1] == marked and r0[2] == locks:
             return  # the same kind of access from here again: the record stands
     f = sys._getframe(1)
-    rec = (cid, marked, locks, f.f_code, f.f_lineno)
+    rec = (cid, marked, locks, f.f_code, f.f_lasti)
     if not recent:
         last[write] = [rec]
     elif recent[0][0] == cid:
@@ -123,7 +124,7 @@ def _report(k: Kernel, kc: Kcsan, key: str, prev: tuple, w: bool, cid: int, writ
     """Report this access (in kcsan_access's caller) racing with `prev`, an earlier one of kind `w`."""
     f = sys._getframe(2)
     first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
-    second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lineno))
+    second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lasti))
     kc._reported.add(key)
     kc.reports.append(RaceReport(key, first, second))
     k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")

@@ -7,6 +7,7 @@ globals": upstream keeps them in file-scope statics; a Python process may hold m
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tdxseam import get_logger
@@ -64,6 +65,9 @@ class Kernel:
         self.dmesg: list[KernelLogLine] = []
         self.warnings = 0
         self.seamcall_failures: list[tuple[int, int]] = []  # (leaf, status), most recent last
+        # called after every change of a module update's lockstep control (kernel/seamldr.py): an
+        # observer (the simulator's checks) looks again only then, not at every scheduler step
+        self.update_watch: Callable[[], None] | None = None
         self.seamldr_lock = RawSpinlock(self, "seamldr_lock")
         from tdxseam.kernel.stop_machine import CpuHotplugLock
 

@@ -51,12 +51,16 @@ class Lockdep:
             lock.note_hardirq_on(cpu, site)
 
 
+_NO_LOCKS: frozenset[str] = frozenset()
+
+
 class RawSpinlock:
     """A raw spinlock: never sleeps, disables preemption while held."""
 
     def __init__(self, k: Kernel, name: str) -> None:
         self.k = k
         self.name = name
+        self.names = frozenset((name,))  # the lockset of a CPU holding only this lock
         self.word = SpinWord(k.machine.sched, name)
         self.holder: Cpu | None = None
         self.acquired_at = ""
@@ -140,7 +144,7 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     cpu = k.this_cpu()
     if site is None:  # lazy_site(), written out: every acquisition notes where it was made
         f = sys._getframe(1)
-        site = Site(f.f_code, f.f_lineno)
+        site = Site(f.f_code, f.f_lasti)
     cpu.preempt_count += 1  # preempt_disable()
     cpu.preempt_point()
     if lock.holder is cpu:
@@ -161,7 +165,7 @@ def raw_spin_lock(lock: RawSpinlock, site: str | None = None) -> None:
     lock.acquisitions += 1
     held = k.lockdep.held_by(cpu)
     held.append(lock)
-    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held])
+    k.lockdep.held_names[cpu.id] = lock.names if len(held) == 1 else frozenset([h.name for h in held])
     k.machine.emit("lock", lock.name)
 
 
@@ -172,7 +176,7 @@ def raw_spin_unlock(lock: RawSpinlock) -> None:
         raise RuntimeError(f"cpu{cpu.id} releases {lock.name} held by {lock.holder}")
     held = k.lockdep.held_by(cpu)
     held.remove(lock)
-    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held])
+    k.lockdep.held_names[cpu.id] = frozenset([h.name for h in held]) if held else _NO_LOCKS
     lock.holder = None
     lock.word.release()
     k.machine.emit("unlock", lock.name)

@@ -12,13 +12,14 @@ import errno
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.status import TdxStatus, seamcall_errno  # noqa: F401 (re-exported)
-from tdxseam.kernel.locks import preempt_disable, preempt_enable
-from tdxseam.platform.cpu import Regs, SeamcallEnd
+from tdxseam.kernel.locks import preempt_enable
+from tdxseam.platform.cpu import SEAMRET, Regs, SeamcallEnd
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
 
 RDRAND_RETRY_LOOPS = 10
+TDX_RND_NO_ENTROPY = TdxStatus.TDX_RND_NO_ENTROPY  # bound once (see platform.cpu.SEAMRET)
 
 _FAULT_STATUS = {
     SeamcallEnd.VMFAILINVALID: TdxStatus.TDX_SEAMCALL_VMFAILINVALID,
@@ -31,7 +32,7 @@ def __seamcall(k: Kernel, fn: int, args: Regs) -> int:
     """The asm stub: load RAX, execute SEAMCALL, turn VMfailInvalid and faults into statuses."""
     args.rax = fn
     end = k.this_cpu().seamcall(args)
-    if end is SeamcallEnd.SEAMRET:
+    if end is SEAMRET:
         return args.rax
     return int(_FAULT_STATUS[end])
 
@@ -40,12 +41,13 @@ def sc_retry(k: Kernel, fn: int, args: Regs) -> int:
     """Issue the call, retrying TDX_RND_NO_ENTROPY (whatever the leaf) up to RDRAND_RETRY_LOOPS times."""
     retry = RDRAND_RETRY_LOOPS
     while True:
-        preempt_disable(k)
+        cpu = k.this_cpu()
+        cpu.preempt_count += 1  # preempt_disable(), written out: the CPU is needed just below
         # kexec must flush caches of any CPU that has run SEAM code
-        k.this_percpu().cache_state_incoherent = True
+        k.percpu[cpu.id].cache_state_incoherent = True
         ret = __seamcall(k, fn, args)
         preempt_enable(k)
-        if ret != TdxStatus.TDX_RND_NO_ENTROPY:
+        if ret != TDX_RND_NO_ENTROPY:
             return ret
         retry -= 1
         if retry == 0:

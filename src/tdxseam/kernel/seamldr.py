@@ -31,6 +31,7 @@ from tdxseam.kernel.locks import (
 )
 from tdxseam.kernel.seamcall import seamcall_prerr
 from tdxseam.kernel.stop_machine import stop_machine_cpuslocked
+from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_run_update, tdx_module_shutdown
 from tdxseam.platform.cpu import Regs
 from tdxseam.platform.memory import MemoryError_
 from tdxseam.platform.sched import WaitQueue, lazy_site
@@ -90,6 +91,12 @@ class ModuleUpdateState(IntEnum):
     MODULE_UPDATE_CPU_INIT = 3
     MODULE_UPDATE_RUN_UPDATE = 4
     MODULE_UPDATE_DONE = 5
+
+
+# upstream's names, bound once: the lockstep compares with them at every turn, and on Python 3.11 a
+# member looked up on its enum class costs a Python-level hook (EnumType.__getattr__)
+(MODULE_UPDATE_START, MODULE_UPDATE_SHUTDOWN, MODULE_UPDATE_CPU_INSTALL, MODULE_UPDATE_CPU_INIT,
+ MODULE_UPDATE_RUN_UPDATE, MODULE_UPDATE_DONE) = ModuleUpdateState
 
 
 @dataclass
@@ -167,6 +174,12 @@ def free_seamldr_params(k: Kernel, p: InstallParams) -> None:
         k.machine.mem.free_page(pa)
 
 
+def _changed(k: Kernel) -> None:
+    """The update's control data (`k.last_update_ctrl` or a field of it) changed: tell the observer."""
+    if k.update_watch is not None:
+        k.update_watch()
+
+
 def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
     """The last CPU to ack a state advances everyone, unless some CPU failed.
 
@@ -186,6 +199,7 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
         kcsan_access(k, "update_ctrl", "num_ack", write=True)
         ctrl.num_ack = num_ack
         ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
+        _changed(k)
         if k.machine.tracing:
             state = ModuleUpdateState(min(ctrl.state, ModuleUpdateState.MODULE_UPDATE_DONE)).name
             k.machine.emit("update-ack", f"{state} {ctrl.num_ack}/{ctrl.num_cpus} ret={result}",
@@ -196,6 +210,7 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
             ctrl.num_ack = 0
             kcsan_access(k, "update_ctrl", "state", write=True, marked=True)
             ctrl.state += 1  # after DONE it becomes 6, which nobody reads
+            _changed(k)
             ctrl.wq.notify_all()
         elif result and ctrl.num_failed:
             ctrl.wq.notify_all()  # spinning CPUs leave at their next loop test
@@ -205,19 +220,17 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
 
 
 def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: InstallParams) -> int:
-    from tdxseam.kernel.tdx import tdx_cpu_enable, tdx_module_run_update, tdx_module_shutdown
-
     cpu = k.this_cpu()
     is_lead_cpu = cpu.id == 0
-    if state == ModuleUpdateState.MODULE_UPDATE_SHUTDOWN:
+    if state == MODULE_UPDATE_SHUTDOWN:
         return tdx_module_shutdown(k) if is_lead_cpu else 0
-    if state == ModuleUpdateState.MODULE_UPDATE_CPU_INSTALL:
+    if state == MODULE_UPDATE_CPU_INSTALL:
         return seamldr_install(k, params.params_pa)
-    if state == ModuleUpdateState.MODULE_UPDATE_CPU_INIT:
+    if state == MODULE_UPDATE_CPU_INIT:
         if "skip-lp-init" in k.mutations and cpu.id == ctrl.num_cpus - 1 and cpu.id != 0:
             return 0
         return tdx_cpu_enable(k)
-    if state == ModuleUpdateState.MODULE_UPDATE_RUN_UPDATE:
+    if state == MODULE_UPDATE_RUN_UPDATE:
         return tdx_module_run_update(k) if is_lead_cpu else 0
     return 0
 
@@ -225,10 +238,11 @@ def _do_state(k: Kernel, ctrl: UpdateCtrl, state: ModuleUpdateState, params: Ins
 def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams) -> int:
     """Every online CPU, interrupts off: follow the shared state, do each state's work, ack it."""
     cpu = k.this_cpu()
-    curstate: int = ModuleUpdateState.MODULE_UPDATE_START
+    curstate: int = MODULE_UPDATE_START
     ret = 0
     abort = "no-abort" not in k.mutations
     ctrl.entered.append(cpu.id)
+    _changed(k)
     while True:
         kcsan_access(k, "update_ctrl", "state", write=False, marked=True)  # READ_ONCE
         newstate = ctrl.state
@@ -245,13 +259,15 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
                 ret = _do_state(k, ctrl, curstate, params)
                 ack_state(k, ctrl, ret)
             ctrl.log.append((cpu.id, int(curstate), "done", ret))
+            _changed(k)
         else:
             # cpu_relax(): parked until the state moves or a CPU fails
             cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
                            "module update state")
         kcsan_access(k, "update_ctrl", "num_failed", write=False, marked=True)  # READ_ONCE
-        if curstate == ModuleUpdateState.MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
+        if curstate == MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
+            _changed(k)
             if k.machine.tracing:
                 k.machine.emit("update-leave", f"ret={ret}")
             return ret
@@ -293,6 +309,7 @@ def seamldr_install_module(k: Kernel, data: bytes) -> int:
                               num_cpus=len(k.machine.online_cpus()))
             k.kcsan.forget("update_ctrl")  # fresh control data: earlier accesses do not count
             k.last_update_ctrl = ctrl
+            _changed(k)
             ret = stop_machine_cpuslocked(
                 k, lambda p: do_seamldr_install_module(k, ctrl, p), params)
             failed = ret != 0

@@ -30,6 +30,11 @@ class MultiStop(IntEnum):
     EXIT = 4
 
 
+# upstream's names, bound once: the stoppers compare with them at every turn, and on Python 3.11 a
+# member looked up on its enum class costs a Python-level hook (EnumType.__getattr__)
+MULTI_STOP_NONE, MULTI_STOP_PREPARE, MULTI_STOP_DISABLE_IRQ, MULTI_STOP_RUN, MULTI_STOP_EXIT = MultiStop
+
+
 @dataclass
 class MultiStopData:
     fn: Callable[[Any], int]
@@ -58,17 +63,17 @@ def multi_cpu_stop(k: Kernel, msdata: MultiStopData) -> int:
     cpu = k.this_cpu()
     flags = cpu.irq_enabled
     is_active = cpu.id in msdata.active
-    curstate = MultiStop.NONE
+    curstate = MULTI_STOP_NONE
     err = 0
     while True:
         cpu.spin_until(msdata.wq, lambda: msdata.state != curstate, "stop_machine state")
         curstate = msdata.state
-        if curstate == MultiStop.DISABLE_IRQ:
+        if curstate == MULTI_STOP_DISABLE_IRQ:
             local_irq_disable(k)
-        elif curstate == MultiStop.RUN and is_active:
+        elif curstate == MULTI_STOP_RUN and is_active:
             err = msdata.fn(msdata.data)
         msdata.ack_state()
-        if curstate == MultiStop.EXIT:
+        if curstate == MULTI_STOP_EXIT:
             break
     local_irq_restore(k, flags)
     return err

@@ -27,9 +27,10 @@ DEFAULT_CPUID_1_EAX = 0x000806F8
 VMX_BASIC_NO_SEAMRET_INVD_VMCS = 1 << 60
 
 
-@dataclass
+@dataclass(slots=True)
 class Regs:
-    """General-purpose registers a SEAMCALL reads and writes (the kernel's tdx_module_args)."""
+    """General-purpose registers a SEAMCALL reads and writes (the kernel's tdx_module_args).
+    Slots: every SEAMCALL makes one or two and every leaf reads them."""
 
     rax: int = 0
     rcx: int = 0
@@ -61,6 +62,11 @@ class SeamcallEnd(Enum):
     GP = "#GP"  # general protection: e.g. in VMX non-root or CPL > 0
 
 
+# Bound once: every SEAMCALL's ending is compared with it, and on Python 3.11 a member looked up on
+# its enum class costs a Python-level hook (EnumType.__getattr__).
+SEAMRET = SeamcallEnd.SEAMRET
+
+
 class SeamSide(Protocol):
     """What the SEAM side installs on a machine: it executes leaves entered through the door."""
 
@@ -73,11 +79,12 @@ IrqHandler = Callable[..., Any]
 class Cpu:
     def __init__(self, machine: Machine, cpu_id: int, cpuid_1_eax: int, vmx_basic: int) -> None:
         self.machine = machine
+        self.sched = machine.sched  # a machine keeps its scheduler: one lookup less per preemption point
         self.id = cpu_id
         self.x2apic_id = cpu_id
         self.cpuid_1_eax = cpuid_1_eax
         self.vmx_basic = vmx_basic
-        self.online = True
+        self.online = True  # changed through Machine.set_cpu_online, which observers watch
         self.vmx_on = True  # the host did VMXON at boot (KVM or TDX init)
         self.vmx_non_root = False
         self.irq_enabled = True  # RFLAGS.IF
@@ -109,7 +116,7 @@ class Cpu:
 
     def preempt_point(self) -> None:
         """Let other CPUs run; take pending interrupts if this CPU has them enabled."""
-        self.machine.sched.preempt()
+        self.sched.preempt()
         if self.pending_nmis:
             self.machine.irq.deliver_nmi(self)
         if self.irq_enabled and self.pending_irqs:
@@ -129,6 +136,29 @@ class Cpu:
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
 
+    def preempt_points(self, n: int) -> None:
+        """`n` preemption points with nothing between them (a delay), interrupts taken at each as
+        at `preempt_point`. Like `Scheduler.preempt_points`, a point may be passed for the task
+        without switching to it when it has no interrupt to take."""
+        sched = self.sched
+        t = sched.current
+        if t is None or not sched.running:
+            for _ in range(n):
+                self.preempt_point()
+            return
+        t.points, t.points_irqs = n, True
+        try:
+            while t.points > 0:
+                t.points -= 1
+                sched.preempt()
+                if self.pending_nmis or (self.irq_enabled and self.pending_irqs):
+                    # the handlers run on this task: none of their points may be passed for it
+                    left, t.points = t.points, 0
+                    self._take_interrupts()
+                    t.points, t.points_irqs = left, True
+        finally:
+            t.points = 0
+
     def spin_until(self, q: WaitQueue, pred: Callable[[], bool], what: str, site: str | None = None) -> None:
         """Spin on shared state until `pred()` holds, taking interrupts while spinning if enabled.
 
@@ -143,7 +173,7 @@ class Cpu:
                 continue
             if site is None:
                 site = lazy_site()  # noted only for a spin that parks
-            self.machine.sched.park(q, what, site, pred)
+            self.sched.park(q, what, site, pred)
             if self.pending_nmis:
                 self.machine.irq.deliver_nmi(self)
             if self.irq_enabled and self.pending_irqs:
@@ -153,7 +183,7 @@ class Cpu:
         """cmpxchg-loop on a lock word; interrupts are taken while spinning if enabled."""
         if word.owner is not None:
             self._take_interrupts()  # interrupts already pending are taken before the spin parks
-        self.machine.sched.spin_acquire(word, what, site, self._take_interrupts)
+        self.sched.spin_acquire(word, what, site, self._take_interrupts)
 
     def _take_interrupts(self) -> None:
         """A spinning CPU woke: pending NMIs, and interrupts if enabled, are taken now."""
@@ -173,13 +203,13 @@ class Cpu:
                 continue
             if site is None:
                 site = lazy_site()  # noted only for a sleep that parks
-            self.machine.sched.park(q, what, site, pred, sleeping=True)
+            self.sched.park(q, what, site, pred, sleeping=True)
 
     # ---- the instruction -----------------------------------------------------------------------
 
     def seamcall(self, regs: Regs) -> SeamcallEnd:
         """Execute SEAMCALL with `regs`; entry and exit are preemption points."""
-        sched = self.machine.sched
+        sched = self.sched
         traced = sched.trace.enabled
         if traced:
             leaf = leaf_name(regs.rax)

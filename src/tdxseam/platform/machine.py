@@ -46,6 +46,11 @@ class Machine:
         """topology_physical_package_id(): CPUs are split evenly, in order, over the sockets."""
         return cpu_id * self.sockets // self.ncpus
 
+    def set_cpu_online(self, cpu: Cpu, online: bool) -> None:
+        """Mark `cpu` on- or offline (the kernel's set_cpu_online()): the one place that does, so
+        an observer (the simulator's checks) may replace it to learn of every change."""
+        cpu.online = online
+
     def online_cpus(self) -> list[Cpu]:
         return [c for c in self.cpus if c.online]
 

@@ -26,6 +26,7 @@ class PhysMem:
     def __init__(self, max_pa_bits: int = 46, host_pages: int = 1 << 16, seed: int = 0,
                  host_base: int = 0x1_0000_0000) -> None:
         self.max_pa_bits = max_pa_bits
+        self.max_pa = 1 << max_pa_bits  # every access is checked against it
         self.pages: dict[int, bytearray] = {}
         # Host allocations come from a window above 4 GiB, shuffled so they are non-contiguous.
         # The shuffle is random.shuffle's Fisher-Yates run lazily: a page's place is drawn only when
@@ -47,10 +48,6 @@ class PhysMem:
         freed so far (the boot's staging pages, handed out first) are shuffled by it."""
         self._rng = random.Random(seed ^ 0x5EA4)
         self._rng.shuffle(self._free)
-
-    @property
-    def max_pa(self) -> int:
-        return 1 << self.max_pa_bits
 
     def _page(self, pfn: int, create: bool) -> bytearray | None:
         p = self.pages.get(pfn)

@@ -91,15 +91,30 @@ def call_site(depth: int = 2) -> str:
     return f"{name}:{f.f_lineno} ({f.f_code.co_name})"
 
 
+def code_line(code: Any, lasti: int) -> int | None:
+    """The source line of the instruction at byte offset `lasti` of `code`: what a frame's
+    `f_lineno` gives at that `f_lasti`. Reading `f_lasti` is cheap, `f_lineno` searches the line
+    table, so sites are noted by offset and spelt with their line only when printed."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line
+    return None
+
+
 class Site:
-    """A call site kept as (code, line) and spelt like `call_site` only when printed: lock and
-    spin paths note their site at every acquisition, and almost none is ever printed."""
+    """A call site kept as (code, instruction offset) and spelt like `call_site` only when
+    printed: lock and spin paths note their site at every acquisition, and almost none is ever
+    printed."""
 
-    __slots__ = ("code", "line")
+    __slots__ = ("code", "lasti")
 
-    def __init__(self, code: Any, line: int) -> None:
+    def __init__(self, code: Any, lasti: int) -> None:
         self.code = code
-        self.line = line
+        self.lasti = lasti
+
+    @property
+    def line(self) -> int | None:
+        return code_line(self.code, self.lasti)
 
     def __str__(self) -> str:
         return f"{self.code.co_filename.rsplit('/', 1)[-1]}:{self.line} ({self.code.co_name})"
@@ -111,14 +126,14 @@ class Site:
 def lazy_site(depth: int = 2) -> Site:
     """`call_site(depth)`, formatted when printed (see `Site`)."""
     f = sys._getframe(depth)
-    return Site(f.f_code, f.f_lineno)
+    return Site(f.f_code, f.f_lasti)
 
 
 class Task:
     """One thread of host code bound to one CPU."""
 
     __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "_wait", "pred",
-                 "result", "error", "priority", "_slot", "on_cpu")
+                 "result", "error", "priority", "_slot", "on_cpu", "points", "points_irqs")
 
     def __init__(self, sched: Scheduler, cpu: Any, name: str, fn: Callable[..., Any],
                  args: tuple, priority: int) -> None:
@@ -134,6 +149,8 @@ class Task:
         self.error: BaseException | None = None
         self._slot = -1  # index in Scheduler._runnable, -1 when not there
         self.on_cpu = False
+        self.points = 0  # bare preemption points still to pass (`Scheduler.preempt_points`)
+        self.points_irqs = False  # are interrupts taken at them (`Cpu.preempt_points`)?
 
         def body() -> None:
             try:
@@ -425,31 +442,72 @@ class Scheduler:
     def _reschedule(self) -> None:
         """Hand the processor on: to the next draw, or back to `run` when the slice is used up.
 
-        Runs at every preemption point and every park, so the draw's step (`_step`) and the
-        switch are written out here rather than called."""
-        if self._slice_end is not None and self.steps >= self._slice_end:
-            self._main.switch()  # `run` pauses; it draws again when the run goes on
-            return
-        nxt = self._draw()
-        if nxt is None:
-            self._main.switch()  # main sees no runnable task: done or deadlocked
-            return
-        self.steps = steps = self.steps + 1
-        self.choices.append(nxt.cpu.id & 0xFFFF)
-        if self.max_steps is not None and steps > self.max_steps:
-            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
-        if self.on_step is not None:
-            self.on_step(self)
-        if nxt is self.current:
-            return
-        self.current = nxt
-        if not nxt.glet:
-            # Not started yet: let main start it. A greenlet started from inside another inherits
-            # its Python recursion depth, so chains of starts would overflow with thousands of CPUs.
-            self._start = nxt
-            self._main.switch()
-            return
-        nxt.glet.switch()
+        Runs at every preemption point and every park, so the draw (its common case), the step
+        (`_step`) and the switch are written out here rather than called.
+
+        A task drawn while it passes bare preemption points (`preempt_points`, a delay) would
+        only come back here for its next point: when nothing else would happen at it (no interrupt
+        to take, no slice or budget end), that point is passed for it (`_pass_point`) and the
+        draw made again, without switching to the task and back. The draws, steps and step hooks
+        are the same as with the switch."""
+        me = self.current
+        while True:
+            if self._slice_end is not None and self.steps >= self._slice_end:
+                self._main.switch()  # `run` pauses; it draws again when the run goes on
+                break
+            if self._timers and self._timers[0][0] <= self.steps:
+                self._wake_timers(self.steps)  # delays that end now: candidates of this draw
+            runnable = self._runnable
+            n = len(runnable)
+            if n == 1 and not self._contended:
+                nxt = runnable[0]  # the only candidate: `_draw` makes no choice either
+            elif n > 1 and self.pick is None and not self._contended:
+                # the common draw, as `_draw` makes it: a random pick among runnable tasks only
+                k = n.bit_length()
+                r = self._getrandbits(k)
+                while r >= n:
+                    r = self._getrandbits(k)
+                nxt = runnable[r]
+            else:
+                nxt = self._draw()
+                if nxt is None:
+                    self._main.switch()  # main sees no runnable task: done or deadlocked
+                    break
+            self.steps = steps = self.steps + 1
+            self.choices.append(nxt.cpu.id & 0xFFFF)
+            if self.max_steps is not None and steps > self.max_steps:
+                raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
+            if self.on_step is not None:
+                self.on_step(self)
+            if nxt is me:
+                break
+            self.current = nxt
+            if not nxt.glet:
+                # Not started yet: let main start it. A greenlet started from inside another inherits
+                # its Python recursion depth, so chains of starts would overflow with thousands of CPUs.
+                self._start = nxt
+                self._main.switch()
+                return
+            if not (nxt.points and self._pass_point(nxt)):
+                nxt.glet.switch()
+                return
+        self.current = me  # (it may have stood for a task whose points were passed)
+
+    def _pass_point(self, t: Task) -> bool:
+        """Pass `t`'s next bare preemption point for it, as it would itself after being drawn: no
+        interrupt to take, another point to pass, then `preempt`'s work. False when the task must
+        run instead (something would happen at the point, or the point would end the slice or
+        the step budget)."""
+        cpu = t.cpu
+        if t.points_irqs and (cpu.pending_nmis or (cpu.irq_enabled and cpu.pending_irqs)):
+            return False
+        if (self._slice_end is not None and self.steps >= self._slice_end) or (
+                self.max_steps is not None and self.steps >= self.max_steps):
+            return False
+        t.points -= 1
+        if len(cpu.runqueue) > 1:
+            self._maybe_resched(t)
+        return True
 
     # ---- what simulated code calls ----------------------------------------------------------
 
@@ -461,6 +519,23 @@ class Scheduler:
         if t is not None and len(t.cpu.runqueue) > 1:
             self._maybe_resched(t)
         self._reschedule()
+
+    def preempt_points(self, n: int) -> None:
+        """`n` preemption points in a row with nothing between them: time spent (`preempt`, no
+        interrupt taken, as in SEAM code). While the task waits to be drawn, its next point may be
+        passed for it without switching to it (`_reschedule`); `Task.points` counts those left."""
+        t = self.current
+        if t is None or not self.running:
+            for _ in range(n):
+                self.preempt()
+            return
+        t.points, t.points_irqs = n, False
+        try:
+            while t.points > 0:
+                t.points -= 1
+                self.preempt()
+        finally:
+            t.points = 0
 
     def need_resched(self) -> bool:
         """A higher-priority task is ready on the running task's CPU (the kernel's need_resched():
@@ -646,5 +721,5 @@ def current_task(sched: Scheduler) -> Task:
 
 __all__ = [
     "Deadlock", "Scheduler", "SchedulerError", "SpinWord", "StepBudgetExceeded", "Task",
-    "Site", "WaitQueue", "Waiting", "call_site", "current_task", "field", "lazy_site",
+    "Site", "WaitQueue", "Waiting", "call_site", "code_line", "current_task", "field", "lazy_site",
 ]

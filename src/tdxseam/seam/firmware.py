@@ -29,7 +29,7 @@ from tdxseam.formats.seamldr_params import (
 )
 from tdxseam.formats.sigstruct import SIGSTRUCT_SIZE
 from tdxseam.formats.status import SeamldrStatus, status_text
-from tdxseam.platform.cpu import Cpu, Regs, SeamcallEnd
+from tdxseam.platform.cpu import SEAMRET, Cpu, Regs, SeamcallEnd
 from tdxseam.platform.memory import PAGE_SHIFT, PAGE_SIZE
 from tdxseam.seam.layout import (
     HANDOFF_HEADER_SIZE,
@@ -293,7 +293,7 @@ class SeamFirmware:
                 if injected is not None:
                     return injected
                 self.pseamldr.dispatch(cpu, regs)
-                return SeamcallEnd.SEAMRET
+                return SEAMRET
             finally:
                 self.seamldr_inside = None
         finally:
@@ -313,8 +313,8 @@ class SeamFirmware:
         before = regs.copy() if self.call_log is not None else None
         self.module.dispatch(cpu, regs)
         if before is not None:
-            self.call_log.append((cpu.id, before, SeamcallEnd.SEAMRET, regs.copy()))
-        return SeamcallEnd.SEAMRET
+            self.call_log.append((cpu.id, before, SEAMRET, regs.copy()))
+        return SEAMRET
 
     def _raise_handoff_hv(self) -> None:
         pa = self.handoff_pa()

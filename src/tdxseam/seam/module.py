@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from enum import IntEnum
+from functools import lru_cache
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from tdxseam.formats.buildinfo import find_build_constants
@@ -76,6 +77,10 @@ class SysState(IntEnum):
     SYS_SHUTDOWN = 4
 
 
+# bound once: every leaf's dispatch compares with them, and on Python 3.11 a member looked up on
+# its enum class costs a Python-level hook (EnumType.__getattr__)
+SYS_READY, SYS_SHUTDOWN = SysState.SYS_READY, SysState.SYS_SHUTDOWN
+
 
 # Leaves that run before SYS_READY (§10.3); SYS.SHUTDOWN is not among them.
 _ALLOWED_NOT_READY = {
@@ -84,6 +89,8 @@ _ALLOWED_NOT_READY = {
     TdxLeaf.TDH_SYS_LP_SHUTDOWN, TdxLeaf.TDH_SYS_UPDATE, TdxLeaf.TDH_SYS_TDMR_INIT,
 }
 _NEEDS_LP_INIT = {TdxLeaf.TDH_SYS_RD, TdxLeaf.TDH_SYS_RDALL, TdxLeaf.TDH_SYS_INFO}
+# MdField's ids as plain ints, for the table built at every TDH.SYS.RD (see SYS_READY)
+_MD = SimpleNamespace(**{f.name: int(f) for f in MdField})
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,7 @@ class TdxModule:
 
     def __init__(self, fw: SeamFirmware, build: ModuleBuild | None, layout: SeamLayout) -> None:
         self.fw = fw
+        self.machine = fw.machine
         self.build = build
         self.layout = layout
         self.sys_state = SysState.SYSINIT_PENDING
@@ -224,10 +232,6 @@ class TdxModule:
     def __repr__(self) -> str:
         v = self.build.version if self.build else "unidentified"
         return f"<TdxModule {v} {self.sys_state.name}>"
-
-    @property
-    def machine(self):
-        return self.fw.machine
 
     @property
     def identity(self) -> ModuleBuild | None:
@@ -261,32 +265,32 @@ class TdxModule:
     def metadata(self) -> dict[int, int]:
         b = self.build
         if b is None:  # unreachable in practice: SYS.RD needs LP.INIT, which needs SYS.INIT
-            return {MdField.VENDOR_ID: 0x8086}
+            return {_MD.VENDOR_ID: 0x8086}
         hdr = self.handoff_header()
         return {
-            MdField.VENDOR_ID: 0x8086,
-            MdField.BUILD_DATE: b.build_date,
-            MdField.BUILD_NUM: b.build_num,
-            MdField.MINOR_VERSION: b.version.minor,
-            MdField.MAJOR_VERSION: b.version.major,
-            MdField.UPDATE_VERSION: b.version.update,
-            MdField.INTERNAL_VERSION: 0,
-            MdField.MODULE_HV: self.module_hv,
-            MdField.MIN_UPDATE_HV: self.min_update_hv,
-            MdField.NO_DOWNGRADE: self.no_downgrade,
-            MdField.NUM_HANDOFF_PAGES: self.num_handoff_pages,
-            MdField.HANDOFF_DATA_VALID: hdr.valid,
-            MdField.HANDOFF_DATA_HV: hdr.hv,
-            MdField.HANDOFF_DATA_SIZE: hdr.size,
-            MdField.SYS_ATTRIBUTES: 0,
-            MdField.NUM_TDX_FEATURES: 1,
-            MdField.TDX_FEATURES0: b.features0,
+            _MD.VENDOR_ID: 0x8086,
+            _MD.BUILD_DATE: b.build_date,
+            _MD.BUILD_NUM: b.build_num,
+            _MD.MINOR_VERSION: b.version.minor,
+            _MD.MAJOR_VERSION: b.version.major,
+            _MD.UPDATE_VERSION: b.version.update,
+            _MD.INTERNAL_VERSION: 0,
+            _MD.MODULE_HV: self.module_hv,
+            _MD.MIN_UPDATE_HV: self.min_update_hv,
+            _MD.NO_DOWNGRADE: self.no_downgrade,
+            _MD.NUM_HANDOFF_PAGES: self.num_handoff_pages,
+            _MD.HANDOFF_DATA_VALID: hdr.valid,
+            _MD.HANDOFF_DATA_HV: hdr.hv,
+            _MD.HANDOFF_DATA_SIZE: hdr.size,
+            _MD.SYS_ATTRIBUTES: 0,
+            _MD.NUM_TDX_FEATURES: 1,
+            _MD.TDX_FEATURES0: b.features0,
             # TDMR limits: the values every release reports (not modelled further)
-            MdField.MAX_TDMRS: 64,
-            MdField.MAX_RESERVED_PER_TDMR: 16,
-            MdField.PAMT_4K_ENTRY_SIZE: 16,
-            MdField.PAMT_2M_ENTRY_SIZE: 16,
-            MdField.PAMT_1G_ENTRY_SIZE: 16,
+            _MD.MAX_TDMRS: 64,
+            _MD.MAX_RESERVED_PER_TDMR: 16,
+            _MD.PAMT_4K_ENTRY_SIZE: 16,
+            _MD.PAMT_2M_ENTRY_SIZE: 16,
+            _MD.PAMT_1G_ENTRY_SIZE: 16,
         }
 
     # ---- dispatch ------------------------------------------------------------------------------
@@ -303,10 +307,10 @@ class TdxModule:
         handler = self._leaves.get(leaf)
         if self.machine.tracing:
             self.machine.emit("module-call", leaf_name(rax))
-        if self.sys_state == SysState.SYS_SHUTDOWN and leaf != TdxLeaf.TDH_SYS_LP_SHUTDOWN:
+        if self.sys_state == SYS_SHUTDOWN and leaf != TdxLeaf.TDH_SYS_LP_SHUTDOWN:
             regs.rax = TdxStatus.TDX_SYS_SHUTDOWN
             return
-        if self.sys_state != SysState.SYS_READY and leaf not in _ALLOWED_NOT_READY:
+        if self.sys_state != SYS_READY and leaf not in _ALLOWED_NOT_READY:
             regs.rax = TdxStatus.TDX_SYS_NOT_READY
             return
         if leaf in _NEEDS_LP_INIT and cpu.id not in self.lp_init_done:

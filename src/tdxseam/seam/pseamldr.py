@@ -170,6 +170,7 @@ class PSeamldr:
     def __init__(self, fw: SeamFirmware, build: SeamldrBuild | None = None, *,
                  trusted_key_hashes: tuple[bytes, ...] = (INTEL_KEY_HASH,)) -> None:
         self.fw = fw
+        self.machine = fw.machine
         self.build = build or SeamldrBuild()
         # Key pins: the built-in Intel hash; a test P-SEAMLDR may trust a test key as well.
         self.trusted_key_hashes = tuple(bytes(h) for h in trusted_key_hashes)
@@ -204,10 +205,6 @@ class PSeamldr:
         self.last_reject: str | None = None  # the check that failed the latest INSTALL call
         fw.pseamldr = self
 
-    @property
-    def machine(self):
-        return self.fw.machine
-
     def reseed(self) -> None:
         """RDRAND (ASLR, SEAMDB nonces) seeded from the machine's seed."""
         self._rng = random.Random(f"p-seamldr rdrand {self.fw.machine.seed}")
@@ -223,8 +220,7 @@ class PSeamldr:
         return pa % align == 0 and 0 <= pa < mem.max_pa and not self.fw.in_seamrr(pa)
 
     def _spend(self, steps: int | None = None) -> None:
-        for _ in range(self.steps_inside if steps is None else steps):
-            self.machine.sched.preempt()
+        self.machine.sched.preempt_points(self.steps_inside if steps is None else steps)
 
     def _rdrand(self) -> int:
         return self._rng.getrandbits(64)

@@ -201,7 +201,7 @@ def deserialize_handoff(hv: int, data: bytes) -> tuple[TdRegistry, set[int]]:
                 off += _VCPU.size
                 td.vcpus[pa] = Vcpu(pa, idx, VcpuState(st), init_rcx, entries)
             reg.add_td(td)
-        if off != len(data) and any(data[off:]):  # zero padding (a fixed-size area) is fine
+        if off != len(data) and bytes(data[off:]) != bytes(len(data) - off):  # zero padding is fine
             raise HandoffDataError(f"{len(data) - off} trailing bytes")
     except (struct.error, ValueError) as exc:
         if isinstance(exc, HandoffDataError):
@@ -441,7 +441,7 @@ class TdSnapshot:
     attributes: int
     max_vcpus: int
     mrtd: bytes
-    pages: tuple[tuple[int, int, bytes], ...]  # (GPA, HPA, SHA-384 of the contents)
+    pages: tuple[tuple[int, int, bytes], ...]  # (GPA, HPA, contents)
     vcpus: tuple[tuple[int, int, int, int], ...]  # (TDVPR, index, state, entries)
 
 
@@ -461,8 +461,8 @@ def td_snapshot(fw: SeamFirmware) -> dict[int, TdSnapshot]:
 def snapshot_registry(tds: TdRegistry, mem: PhysMem) -> dict[int, TdSnapshot]:
     out = {}
     for tdr, td in sorted(tds.tds.items()):
-        pages = tuple((gpa, hpa, hashlib.sha384(mem.read(hpa, PAGE_SIZE)).digest())
-                      for gpa, hpa in sorted(td.pages.items()))
+        # the contents themselves: comparing them is cheaper than hashing them, and exact
+        pages = tuple((gpa, hpa, mem.read(hpa, PAGE_SIZE)) for gpa, hpa in sorted(td.pages.items()))
         vcpus = tuple((v.tdvpr_pa, v.index, int(v.state), v.entries)
                       for _pa, v in sorted(td.vcpus.items()))
         out[tdr] = TdSnapshot(tdr, td.hkid, int(td.op_state), td.attributes, td.max_vcpus,

@@ -7,7 +7,8 @@ CPU's SEAMCALL instruction enters it, it passes the call on to the firmware unch
   shared state of the moment (TDH.SYS.SHUTDOWN in SHUTDOWN, SEAMLDR.INSTALL in CPU_INSTALL, ...);
 - at TDH.SYS.SHUTDOWN no TD is mid-build (on the SEAM side: `Td.in_build`);
 - at TDH.SYS.UPDATE every CPU of the update has run TDH.SYS.LP.INIT on the new module.
-Checked at every scheduler step (`Scheduler.on_step`), for the update in flight:
+Checked at every scheduler step (`Scheduler.on_step`; run at the steps after something they read
+changed, which finds what running at every step finds), for the update in flight:
 - the set of online CPUs does not change between the lockstep's creation and the update's return;
 - every CPU that enters the lockstep leaves it; the shared state never moves past a state in
   which a CPU reported failure (the abort rule).
@@ -34,7 +35,7 @@ from tdxseam.formats.leaves import SEAMLDR_LEAF_BIT, SeamldrLeaf, TdxLeaf, leaf_
 from tdxseam.formats.status import TdxStatus, status_text
 from tdxseam.kernel.firmware_upload import FwUploadErr
 from tdxseam.kernel.seamldr import ModuleUpdateState as S
-from tdxseam.platform.cpu import SeamcallEnd
+from tdxseam.platform.cpu import SEAMRET, SeamcallEnd
 
 if TYPE_CHECKING:
     from tdxseam.host import EmulatedHost
@@ -116,6 +117,11 @@ def invariants_for(firmware: str) -> dict:
 
 
 # ---- the lockstep's own SEAMCALLs, by shared state ------------------------------------------------
+
+# the leaves the door's checks compare every SEAMCALL with, bound once (see platform.cpu.SEAMRET)
+TDH_SYS_SHUTDOWN = TdxLeaf.TDH_SYS_SHUTDOWN
+TDH_SYS_UPDATE = TdxLeaf.TDH_SYS_UPDATE
+TDH_SYS_LP_INIT = TdxLeaf.TDH_SYS_LP_INIT
 
 PHASE_LEAVES: dict[int, frozenset[int]] = {
     S.MODULE_UPDATE_SHUTDOWN: frozenset({TdxLeaf.TDH_SYS_RD, TdxLeaf.TDH_SYS_SHUTDOWN}),
@@ -307,7 +313,11 @@ class Monitor:
         self.m.seam = self._door
         if plan is not None:
             self.fw.fault_hook = self._fault_hook
-        self.sched.on_step = self.on_step
+        # the per-step checks run at the steps after something they read changed (`_arm`)
+        self.k.update_watch = self._arm
+        self._set_online = self.m.set_cpu_online
+        self.m.set_cpu_online = self._set_cpu_online
+        self._arm()
         # kmemleak and failslab in one: who allocated each host page still held, and an
         # allocation failure armed for one upload's write()
         self.page_owner: dict[int, Any] = {}
@@ -402,7 +412,7 @@ class Monitor:
             self.violate("lockstep-phase",
                          f"cpu{cpu.id} issues {leaf_name(leaf)} while the shared state is {name}",
                          once_per=rec.start_step)
-        if leaf == TdxLeaf.TDH_SYS_SHUTDOWN:
+        if leaf == TDH_SYS_SHUTDOWN:
             mod = self.fw.module
             # real firmware: not applicable (REAL_NOT_APPLICABLE), its TDs are in its own memory
             if mod is not None and not getattr(mod, "real", False):
@@ -419,7 +429,7 @@ class Monitor:
                     self.violate("td-build-at-shutdown",
                                  "TDH.SYS.SHUTDOWN while TD(s) " + ", ".join(f"0x{t:x}" for t in building)
                                  + " are mid-build (MNG.INIT done, MR.FINALIZE not)")
-        elif leaf == TdxLeaf.TDH_SYS_UPDATE:
+        elif leaf == TDH_SYS_UPDATE:
             missing = sorted(set(rec.online_at_ctrl) - rec.lp_init_ok)
             if missing:
                 self.violate("lp-init-missing",
@@ -429,13 +439,13 @@ class Monitor:
         if leaf & SEAMLDR_LEAF_BIT and cpu.id in self._seamldr_inside:
             self._seamldr_inside.remove(cpu.id)
         hit = self._injected.pop(cpu.id, None)
-        status = regs.rax if end is SeamcallEnd.SEAMRET else -1
-        if leaf == TdxLeaf.TDH_SYS_SHUTDOWN and hit is not None and self.lockstep is not None:
+        status = regs.rax if end is SEAMRET else -1
+        if leaf == TDH_SYS_SHUTDOWN and hit is not None and self.lockstep is not None:
             self.lockstep.shutdown_faulted = True
         self.last_call[(self.sched.current, cpu.irq_depth)] = (leaf, end, status, hit)
         rec = self.lockstep
-        if (rec is not None and rec.active and leaf == TdxLeaf.TDH_SYS_LP_INIT
-                and end is SeamcallEnd.SEAMRET and status == 0):
+        if (rec is not None and rec.active and leaf == TDH_SYS_LP_INIT
+                and end is SEAMRET and status == 0):
             rec.lp_init_ok.add(cpu.id)
 
     # ---- every step -----------------------------------------------------------------------------
@@ -460,7 +470,19 @@ class Monitor:
         if rec.started and not rec.ended and len(ctrl.left) >= ctrl.num_cpus:
             self._lockstep_end(rec)
 
+    def _arm(self) -> None:
+        """Something `on_step` reads changed: the upload in flight, the kernel's lockstep control
+        (the kernel calls this after each change of it, `Kernel.update_watch`), or the online
+        CPUs. The checks run at the next step, as if they ran at every step: with nothing changed
+        since their last run they find nothing new (a violation is reported once per update)."""
+        self.sched.on_step = self.on_step
+
+    def _set_cpu_online(self, cpu: Cpu, online: bool) -> None:
+        self._set_online(cpu, online)
+        self._arm()
+
     def on_step(self, sched: Scheduler) -> None:
+        sched.on_step = None  # until something changes again (`_arm`)
         if self.current is None and (self.lockstep is None or self.lockstep.returned):
             return  # no update's write() in flight: nothing to watch at this step
         self._poll_ctrl()
@@ -544,6 +566,7 @@ class Monitor:
         if rec.alloc_fail:
             self.alloc_fail_in, self.alloc_fail_task = rec.alloc_fail, rec.writer
         self.current = rec
+        self._arm()
 
     def write_returns(self, rec: UpdateRecord, result: int) -> None:
         self._poll_ctrl()
@@ -556,6 +579,7 @@ class Monitor:
         rec.online_at_return = self._online()
         self.alloc_fail_in, self.alloc_fail_task = 0, None
         self.current = None
+        self._arm()
         self.after_update(rec)
 
     # ---- resources come back ----------------------------------------------------------------------
