@@ -11,10 +11,11 @@ RDRAND). Seeds differ from their first step after boot on; the boot itself is th
 
 A loaded host shares no mutable object with the image's other hosts (pickle rebuilds every
 object but classes, functions, enum members and the frozen model objects whose whole graph is
-immutable: the P-SEAMLDR build, the sigstruct, the SEAM layout, the kernel profile), so no state
-passes from one seed to the next. A traced host is booted for real, with `BOOT_SEED` and then
-reseeded, so it runs exactly as its untraced twin and its trace holds the boot. Intel's firmware (`--firmware real`) is not imaged: its
-emulator is booted per seed as before.
+immutable: the boot module's and the P-SEAMLDR's builds, the sigstruct, the SEAM layout, the
+kernel profile), so no state passes from one seed to the next. A traced host is booted for real,
+with `BOOT_SEED` and then reseeded, so it runs exactly as its untraced twin and its trace holds
+the boot. Intel's firmware (`--firmware real`) is not imaged: its emulator is booted per seed as
+before.
 """
 
 from __future__ import annotations
@@ -86,10 +87,10 @@ def _load(data: bytes, shared: list) -> EmulatedHost:
 
 def _immutable(obj: Any) -> bool:
     """Is `obj`'s whole graph immutable (so every loaded host may hold the same one)? Frozen
-    model objects, tuples and frozensets of such, and plain immutable values."""
+    model objects, tuples (named ones too) and frozensets of such, and plain immutable values."""
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, Enum)):
         return True
-    if type(obj) in (tuple, frozenset):
+    if type(obj) is frozenset or (isinstance(obj, tuple) and not hasattr(obj, "__dict__")):  # (named) tuples
         return all(_immutable(x) for x in obj)
     cls = type(obj)
     if (not cls.__module__.startswith("tdxseam.") or cls.__setattr__ is object.__setattr__
@@ -116,8 +117,8 @@ class _ImagePickler(pickle.Pickler):
         self._shared_ids: dict[int, int] = {}
 
     def persistent_id(self, obj: Any) -> int | None:
-        """A frozen model object with an immutable graph (the P-SEAMLDR build, the sigstruct, the
-        SEAM layout, the kernel profile) is kept as it is and shared by every load: a fifth of the
+        """A frozen model object with an immutable graph (the module's and P-SEAMLDR's builds, the
+        sigstruct, the SEAM layout, the kernel profile) is kept as it is and shared by every load: a fifth of the
         objects a load would otherwise rebuild, some 15% of its instructions."""
         cls = type(obj)
         if cls.__setattr__ is object.__setattr__ or not cls.__module__.startswith("tdxseam."):
