@@ -53,7 +53,8 @@ def test_a_loaded_host_runs_as_a_host_booted_with_the_boot_seed():
 def _mutable_objects(root) -> dict[int, object]:
     """Every mutable object reachable from `root`: instances of the model, lists, dicts, sets,
     bytearrays, deques (enum members are singletons by design, and the greenlet every host keeps
-    as `_main` is the caller's)."""
+    as `_main` is the caller's). A frozen model object (its class refuses `__setattr__`) is not
+    one itself, as the loads may share it, but what it holds is looked at."""
     out: dict[int, object] = {}
     stack = [root]
     seen: set[int] = set()
@@ -70,7 +71,8 @@ def _mutable_objects(root) -> dict[int, object]:
         elif isinstance(o, (list, tuple, set, frozenset, deque)):
             stack.extend(o)
         elif type(o).__module__.startswith("tdxseam."):
-            out[id(o)] = o
+            if type(o).__setattr__ is object.__setattr__:
+                out[id(o)] = o
             if hasattr(o, "__dict__"):
                 stack.extend(vars(o).values())
             for slot in getattr(type(o), "__slots__", ()):
@@ -127,3 +129,12 @@ def test_a_reboot_loads_the_image_again_and_kexec_keeps_seam_state():
     h3.pseamldr.num_remaining_updates -= 1
     h3.kexec()  # a kernel booted for real on the SEAM state the old one left
     assert h3.pseamldr.num_remaining_updates == booted - 1
+
+
+def test_only_frozen_objects_with_an_immutable_graph_are_shared():
+    build = SeamldrBuild()
+    assert boot_image._immutable(build)
+    assert boot_image._immutable((1, "a", b"b", frozenset([build])))
+    assert not boot_image._immutable((1, [2]))  # a list inside a tuple
+    assert not boot_image._immutable(replace(build, seamdb_capacity=[64]))  # a frozen object holding a list
+    assert not boot_image._immutable(_shape(1).machine.cpus[0])  # a model object that is not frozen

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
 
 PR_FMT = "kvm/tdx: "
+# bound once: a TD build makes one such SEAMCALL per 256 bytes of each page, and on Python 3.11 a
+# member looked up on its enum class costs a Python-level hook (EnumType.__getattr__)
+_MR_EXTEND = TdxLeaf.TDH_MR_EXTEND
 
 
 class TdBuildLock:
@@ -160,7 +163,7 @@ def _build(k: Kernel, st: KvmTdx, nr_vcpus: int, nr_pages: int, seed: int,
             td.pages[gpa] = hpa
             if measure:
                 for off in range(0, PAGE_SIZE, TDH_MR_EXTEND_CHUNK):
-                    ret = _call(k, TdxLeaf.TDH_MR_EXTEND, rcx=gpa + off, rdx=td.tdr_pa)
+                    ret = _call(k, _MR_EXTEND, rcx=gpa + off, rdx=td.tdr_pa)
                     if ret:
                         return ret, None
             _cond_resched(k)

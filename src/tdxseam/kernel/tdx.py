@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
 
 PR_FMT = "virt/tdx: "
+# bound once: every CPU's bring-up and every metadata read make these SEAMCALLs, and on Python
+# 3.11 a member looked up on its enum class costs a Python-level hook (EnumType.__getattr__)
+_SYS_RD, _SYS_LP_INIT = TdxLeaf.TDH_SYS_RD, TdxLeaf.TDH_SYS_LP_INIT
 
 
 
@@ -68,7 +71,7 @@ def tdx_get_sysinfo(k: Kernel) -> TdxSysInfo | None:
 def read_sys_metadata_field(k: Kernel, field_id: int) -> tuple[int, int]:
     """TDH.SYS.RD of one field: (errno, value)."""
     args = Regs(rdx=field_id)
-    ret = seamcall_prerr_ret(k, PR_FMT, TdxLeaf.TDH_SYS_RD, args)
+    ret = seamcall_prerr_ret(k, PR_FMT, _SYS_RD, args)
     return ret, (args.r8 if ret == 0 else 0)
 
 
@@ -107,7 +110,7 @@ def tdx_cpu_enable(k: Kernel) -> int:
     ret = try_init_module_global(k)
     if ret:
         return ret
-    ret = seamcall_prerr(k, PR_FMT, TdxLeaf.TDH_SYS_LP_INIT, Regs())
+    ret = seamcall_prerr(k, PR_FMT, _SYS_LP_INIT, Regs())
     if ret:
         return ret
     pc.tdx_lp_initialized = True

@@ -77,9 +77,10 @@ class SysState(IntEnum):
     SYS_SHUTDOWN = 4
 
 
-# bound once: every leaf's dispatch compares with them, and on Python 3.11 a member looked up on
-# its enum class costs a Python-level hook (EnumType.__getattr__)
-SYS_READY, SYS_SHUTDOWN = SysState.SYS_READY, SysState.SYS_SHUTDOWN
+# bound once: every leaf's dispatch and the leaves compare with them, and on Python 3.11 a member
+# looked up on its enum class costs a Python-level hook (EnumType.__getattr__)
+SYSINIT_PENDING, SYSINIT_DONE, SYSCONFIG_DONE, SYS_READY, SYS_SHUTDOWN = SysState
+TDX_SUCCESS = TdxStatus.TDX_SUCCESS
 
 
 # Leaves that run before SYS_READY (§10.3); SYS.SHUTDOWN is not among them.
@@ -212,7 +213,7 @@ class TdxModule:
         self.machine = fw.machine
         self.build = build
         self.layout = layout
-        self.sys_state = SysState.SYSINIT_PENDING
+        self.sys_state = SYSINIT_PENDING
         self.num_of_lps = 0
         self.lp_init_done: set[int] = set()
         self.packages_configured: set[int] = set()
@@ -239,7 +240,7 @@ class TdxModule:
 
     @property
     def ready(self) -> bool:
-        return self.sys_state == SysState.SYS_READY
+        return self.sys_state == SYS_READY
 
     def enabled(self, check: str) -> bool:
         return check not in self.fw.disabled_checks
@@ -331,7 +332,7 @@ class TdxModule:
         if regs.rcx:
             regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RCX
             return
-        if self.sys_state != SysState.SYSINIT_PENDING:
+        if self.sys_state != SYSINIT_PENDING:
             regs.rax = TdxStatus.TDX_SYS_INIT_NOT_PENDING
             return
         if self.fw.seamops_capabilities & SEAMOPS_NEEDED_BY_SYS_INIT != SEAMOPS_NEEDED_BY_SYS_INIT:
@@ -354,11 +355,11 @@ class TdxModule:
         tot = self.machine.mem.read(self.layout.sysinfo_pa + SYSINFO_TOT_NUM_LPS, 4)
         self.num_of_lps = int.from_bytes(tot, "little")
         self.lp_init_done.clear()
-        self.sys_state = SysState.SYSINIT_DONE
-        regs.rax = TdxStatus.TDX_SUCCESS
+        self.sys_state = SYSINIT_DONE
+        regs.rax = TDX_SUCCESS
 
     def lp_init(self, cpu: Cpu, regs: Regs) -> None:
-        if self.sys_state != SysState.SYSINIT_DONE:
+        if self.sys_state != SYSINIT_DONE:
             regs.rax = TdxStatus.TDX_SYS_LP_INIT_NOT_PENDING
             return
         if cpu.id in self.lp_init_done:
@@ -368,36 +369,36 @@ class TdxModule:
             regs.rax = TdxStatus.TDX_RND_NO_ENTROPY
             return
         self.lp_init_done.add(cpu.id)
-        regs.rax = TdxStatus.TDX_SUCCESS
+        regs.rax = TDX_SUCCESS
 
     @property
     def num_of_init_lps(self) -> int:
         return len(self.lp_init_done)
 
     def sys_config(self, cpu: Cpu, regs: Regs) -> None:
-        if self.sys_state != SysState.SYSINIT_DONE or len(self.lp_init_done) != self.num_of_lps:
+        if self.sys_state != SYSINIT_DONE or len(self.lp_init_done) != self.num_of_lps:
             regs.rax = TdxStatus.TDX_SYS_CONFIG_NOT_PENDING
             return
-        self.sys_state = SysState.SYSCONFIG_DONE
-        regs.rax = TdxStatus.TDX_SUCCESS
+        self.sys_state = SYSCONFIG_DONE
+        regs.rax = TDX_SUCCESS
 
     def key_config(self, cpu: Cpu, regs: Regs) -> None:
-        if self.sys_state != SysState.SYSCONFIG_DONE:
+        if self.sys_state != SYSCONFIG_DONE:
             regs.rax = TdxStatus.TDX_SYS_STATE_INCORRECT
             return
         self.packages_configured.add(self.fw.package_of(cpu))
-        regs.rax = TdxStatus.TDX_SUCCESS
+        regs.rax = TDX_SUCCESS
 
     def tdmr_init(self, cpu: Cpu, regs: Regs) -> None:
-        if self.sys_state != SysState.SYSCONFIG_DONE or len(self.packages_configured) < self.machine.sockets:
+        if self.sys_state != SYSCONFIG_DONE or len(self.packages_configured) < self.machine.sockets:
             regs.rax = TdxStatus.TDX_SYS_STATE_INCORRECT
             return
-        self.sys_state = SysState.SYS_READY
-        regs.rax = TdxStatus.TDX_SUCCESS
+        self.sys_state = SYS_READY
+        regs.rax = TDX_SUCCESS
 
     def lp_shutdown(self, cpu: Cpu, regs: Regs) -> None:
         """Deprecated in the module source: a placeholder that succeeds."""
-        regs.rax = TdxStatus.TDX_SUCCESS
+        regs.rax = TDX_SUCCESS
 
     # ---- metadata -----------------------------------------------------------------------------
 
@@ -411,7 +412,7 @@ class TdxModule:
         i = ids.index(regs.rdx)
         regs.rdx = ids[i + 1] if i + 1 < len(ids) else (1 << 64) - 1
         regs.r8 = value
-        regs.rax = TdxStatus.TDX_SUCCESS
+        regs.rax = TDX_SUCCESS
 
     # ---- runtime update (§10.4, §10.5) ---------------------------------------------------------
 
@@ -427,13 +428,13 @@ class TdxModule:
                 or (self.no_downgrade and hv != self.module_hv)) and self.enabled("shutdown_hv"):
             regs.rax = TdxStatus.TDX_OPERAND_INVALID | OPERAND_RCX
             return
-        self.sys_state = SysState.SYS_SHUTDOWN
+        self.sys_state = SYS_SHUTDOWN
         if len(self.lp_busy) > 1 and self.enabled("shutdown_busy"):
-            self.sys_state = SysState.SYS_READY  # another LP is in SEAM mode
+            self.sys_state = SYS_READY  # another LP is in SEAM mode
             regs.rax = TdxStatus.TDX_SYS_BUSY
             return
         if avoid_compat and self.tds.any_in_build() and self.enabled("shutdown_compat"):
-            self.sys_state = SysState.SYS_READY
+            self.sys_state = SYS_READY
             regs.rax = TdxStatus.TDX_UPDATE_COMPAT_SENSITIVE
             return
         payload = serialize_handoff(hv, self.tds, self.packages_configured)
@@ -447,11 +448,11 @@ class TdxModule:
         mem.write(self.layout.handoff_pa + HANDOFF_HEADER_SIZE, payload)
         mem.write(self.layout.handoff_pa, HandoffHeader(1, hv, len(payload)).to_bytes())
         self.machine.emit("module-shutdown", f"handoff hv={hv} size={len(payload)} tds={len(self.tds)}")
-        regs.rax = TdxStatus.TDX_SUCCESS
+        regs.rax = TDX_SUCCESS
 
     def sys_update(self, cpu: Cpu, regs: Regs) -> None:
         """No inputs: rebuild the predecessor's state from the handoff data, then SYS_READY."""
-        if (self.sys_state != SysState.SYSINIT_DONE or self.num_of_init_lps < self.num_of_lps) \
+        if (self.sys_state != SYSINIT_DONE or self.num_of_init_lps < self.num_of_lps) \
                 and self.enabled("update_state"):
             regs.rax = TdxStatus.TDX_SYS_STATE_INCORRECT
             return
@@ -485,10 +486,10 @@ class TdxModule:
         self.tds = tds
         self.packages_configured = packages
         self.machine.mem.write(self.layout.handoff_pa, HandoffHeader(0, hdr.hv, 0).to_bytes())
-        self.sys_state = SysState.SYS_READY
+        self.sys_state = SYS_READY
         self.updated_from_handoff = True
         self.machine.emit("module-update", f"restored {len(tds)} TDs from handoff hv={hdr.hv}")
-        regs.rax = TdxStatus.TDX_SUCCESS
+        regs.rax = TDX_SUCCESS
 
     _leaves = {
         TdxLeaf.TDH_SYS_INIT: sys_init,

@@ -88,6 +88,10 @@ class Flow(IntEnum):
     CLEANUP = 3
 
 
+# the flows an INSTALL may come in, bound once: every LP's call checks it (a member looked up on its
+# enum class costs a Python-level hook on Python 3.11, EnumType.__getattr__)
+_INSTALL_FLOWS = (Flow.READY, Flow.INSTALL)
+
 @dataclass(frozen=True)
 class SeamldrBuild:
     """Build constants a P-SEAMLDR binary reports through SEAMLDR.INFO."""
@@ -300,7 +304,7 @@ class PSeamldr:
             return self._reject("lpid", SeamldrStatus.EUNSPECERR)
         if self.lps_in_shutdown != 0 and self.enabled("shutdown_session"):
             return self._reject("shutdown_session", EBADCALL)
-        if self.current_flow not in (Flow.READY, Flow.INSTALL) and self.enabled("flow"):
+        if self.current_flow not in _INSTALL_FLOWS and self.enabled("flow"):
             return self._reject("flow", EBADCALL)
         bit = 1 << lpid
         if self.update_bitmap & bit and self.enabled("repeat_lp"):
