@@ -597,27 +597,24 @@ def test_trace_records_scheduler_events_in_step_order():
 
 
 def _delays(seed: int, passed: bool, *, slice_steps: int | None = None, budget: int | None = None) -> tuple:
-    """CPUs that delay (bare preemption points), work, raise interrupts on each other and take a
-    stopper-like higher-priority task, with `Cpu.preempt_points` and `Scheduler.preempt_points`
-    (points passed for a task that is not switched to) or plain loops of `preempt_point` and
-    `preempt`. Returns what must not differ."""
+    """CPUs that spend time (bare preemption points, no interrupt taken, as in SEAM code) and
+    work, raise interrupts on each other and take a stopper-like higher-priority task, with
+    `Scheduler.preempt_points` (points passed for a task that is not switched to) or a plain loop
+    of `preempt`. Returns what must not differ."""
     m = Machine(6, seed=seed, trace=False, max_steps=budget)
     order: list[tuple] = []
     hooks: list[tuple] = []
     m.sched.on_step = lambda s: hooks.append((s.steps, s.current.cpu.id if s.current else -1))
 
     def delay(cpu, n):
-        if cpu.id == 3:  # time spent without taking interrupts (as in SEAM code)
-            if passed:
-                m.sched.preempt_points(n)
-            else:
-                for _ in range(n):
-                    m.sched.preempt()
-        elif passed:
-            cpu.preempt_points(n)
-        else:
+        if cpu.id in (0, 5):  # these take interrupts at their points
             for _ in range(n):
                 cpu.preempt_point()
+        elif passed:
+            m.sched.preempt_points(n)
+        else:
+            for _ in range(n):
+                m.sched.preempt()
 
     def handler(cpu, tag):
         order.append(("irq", cpu.id, tag, m.sched.steps))
@@ -629,8 +626,8 @@ def _delays(seed: int, passed: bool, *, slice_steps: int | None = None, budget: 
             order.append(("work", cpu.id, i, m.sched.steps))
             other = m.cpus[(cpu.id + 1) % 6]
             m.irq.raise_irq(other, handler, other, i)
-            if cpu.id == 2 and i == 3:
-                m.sched.spawn(cpu, lambda: order.append(("stopper", m.sched.steps)), priority=1)
+            if cpu.id == 1 and i == 3:  # onto another CPU, which may be passing points meanwhile
+                m.sched.spawn(m.cpus[2], lambda: order.append(("stopper", m.sched.steps)), priority=1)
 
     for c in m.cpus:
         m.sched.spawn(c, work, c)

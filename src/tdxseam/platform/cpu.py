@@ -136,29 +136,6 @@ class Cpu:
         if self.irq_enabled and self.pending_irqs:
             self.machine.irq.deliver(self)
 
-    def preempt_points(self, n: int) -> None:
-        """`n` preemption points with nothing between them (a delay), interrupts taken at each as
-        at `preempt_point`. Like `Scheduler.preempt_points`, a point may be passed for the task
-        without switching to it when it has no interrupt to take."""
-        sched = self.sched
-        t = sched.current
-        if t is None or not sched.running:
-            for _ in range(n):
-                self.preempt_point()
-            return
-        t.points, t.points_irqs = n, True
-        try:
-            while t.points > 0:
-                t.points -= 1
-                sched.preempt()
-                if self.pending_nmis or (self.irq_enabled and self.pending_irqs):
-                    # the handlers run on this task: none of their points may be passed for it
-                    left, t.points = t.points, 0
-                    self._take_interrupts()
-                    t.points, t.points_irqs = left, True
-        finally:
-            t.points = 0
-
     def spin_until(self, q: WaitQueue, pred: Callable[[], bool], what: str, site: str | None = None) -> None:
         """Spin on shared state until `pred()` holds, taking interrupts while spinning if enabled.
 

@@ -133,7 +133,7 @@ class Task:
     """One thread of host code bound to one CPU."""
 
     __slots__ = ("sched", "cpu", "name", "glet", "done", "waiting_on", "_wait", "pred",
-                 "result", "error", "priority", "_slot", "on_cpu", "points", "points_irqs")
+                 "result", "error", "priority", "_slot", "on_cpu", "points")
 
     def __init__(self, sched: Scheduler, cpu: Any, name: str, fn: Callable[..., Any],
                  args: tuple, priority: int) -> None:
@@ -150,7 +150,6 @@ class Task:
         self._slot = -1  # index in Scheduler._runnable, -1 when not there
         self.on_cpu = False
         self.points = 0  # bare preemption points still to pass (`Scheduler.preempt_points`)
-        self.points_irqs = False  # are interrupts taken at them (`Cpu.preempt_points`)?
 
         def body() -> None:
             try:
@@ -445,11 +444,10 @@ class Scheduler:
         Runs at every preemption point and every park, so the draw (its common case), the step
         (`_step`) and the switch are written out here rather than called.
 
-        A task drawn while it passes bare preemption points (`preempt_points`, a delay) would
-        only come back here for its next point: when nothing else would happen at it (no interrupt
-        to take, no slice or budget end), that point is passed for it (`_pass_point`) and the
-        draw made again, without switching to the task and back. The draws, steps and step hooks
-        are the same as with the switch."""
+        A task drawn while it passes bare preemption points (`preempt_points`: the P-SEAMLDR's
+        time inside a call) would only come back here for its next point: that point is passed
+        for it (`_pass_point`) and the draw made again, without switching to the task and back.
+        The draws, steps, step hooks, pauses and budget end are the same as with the switch."""
         me = self.current
         while True:
             if self._slice_end is not None and self.steps >= self._slice_end:
@@ -488,26 +486,20 @@ class Scheduler:
                 self._start = nxt
                 self._main.switch()
                 return
-            if not (nxt.points and self._pass_point(nxt)):
+            if not nxt.points:
                 nxt.glet.switch()
                 return
+            self._pass_point(nxt)
         self.current = me  # (it may have stood for a task whose points were passed)
 
-    def _pass_point(self, t: Task) -> bool:
-        """Pass `t`'s next bare preemption point for it, as it would itself after being drawn: no
-        interrupt to take, another point to pass, then `preempt`'s work. False when the task must
-        run instead (something would happen at the point, or the point would end the slice or
-        the step budget)."""
-        cpu = t.cpu
-        if t.points_irqs and (cpu.pending_nmis or (cpu.irq_enabled and cpu.pending_irqs)):
-            return False
-        if (self._slice_end is not None and self.steps >= self._slice_end) or (
-                self.max_steps is not None and self.steps >= self.max_steps):
-            return False
+    def _pass_point(self, t: Task) -> None:
+        """Pass `t`'s next bare preemption point for it, as it would itself after being drawn:
+        take the next point (no interrupt is taken at them, as in SEAM code) and do `preempt`'s
+        work before the draw. A slice or budget that ends there ends at the loop's next turn as
+        it would in the task's own `_reschedule`."""
         t.points -= 1
-        if len(cpu.runqueue) > 1:
+        if len(t.cpu.runqueue) > 1:
             self._maybe_resched(t)
-        return True
 
     # ---- what simulated code calls ----------------------------------------------------------
 
@@ -529,7 +521,7 @@ class Scheduler:
             for _ in range(n):
                 self.preempt()
             return
-        t.points, t.points_irqs = n, False
+        t.points = n
         try:
             while t.points > 0:
                 t.points -= 1
