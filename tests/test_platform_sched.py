@@ -324,6 +324,82 @@ def test_step_budget_not_hit_by_a_run_within_it():
     assert m.sched.steps <= 100
 
 
+def _points(m: Machine, n: int) -> None:
+    for c in m.cpus:
+        m.sched.spawn(c, lambda c=c: [c.preempt_point() for _ in range(n)])
+
+
+def test_a_budget_set_after_construction_ends_the_run_at_its_step():
+    """The runner sets the budget on a live scheduler: the common draw (which checks it only
+    through `_limit`) must still stop one step past it."""
+    m = Machine(3, seed=2, trace=False)
+    m.sched.max_steps = 50
+    _points(m, 1000)
+    with pytest.raises(StepBudgetExceeded):
+        m.sched.run()
+    assert m.sched.steps == 51
+
+
+def test_a_slice_pauses_at_its_step_and_the_run_goes_on_with_the_same_draws():
+    m = Machine(3, seed=4, trace=False)
+    _points(m, 20)
+    assert m.sched.run(slice_steps=7) is None
+    assert m.sched.paused and m.sched.steps == 7
+    while m.sched.paused:
+        m.sched.run(slice_steps=7)
+    whole = Machine(3, seed=4, trace=False)
+    _points(whole, 20)
+    whole.sched.run()
+    assert list(m.sched.choices) == list(whole.sched.choices)
+
+
+def test_a_delay_ends_at_its_step_while_every_draw_takes_the_common_path():
+    """Nothing contends and no policy is set, so only `_limit` brings the draw to the timer."""
+    m = Machine(3, seed=5, trace=False)
+    woke: list[tuple[int, int]] = []
+
+    def delayer():
+        m.current_cpu().delay(10)
+        woke.append((m.sched.steps, ends))
+
+    def worker():
+        for _ in range(200):
+            m.current_cpu().preempt_point()
+
+    m.sched.spawn(m.cpus[0], delayer)
+    for c in m.cpus[1:]:
+        m.sched.spawn(c, worker)
+    ends = 0
+    orig = m.sched.sleep_steps
+
+    def sleep_steps(n):
+        nonlocal ends
+        ends = m.sched.steps + n * len(m.sched._runnable)  # the step its timer names
+        orig(n)
+
+    m.sched.sleep_steps = sleep_steps
+    assert m.sched.run() is None
+    (back, end), = woke
+    assert end < back <= end + 15, (back, end)  # runnable at `end`, then drawn among 3
+
+
+def test_a_policy_set_after_construction_makes_every_draw():
+    m = Machine(4, seed=1, trace=False)
+    asked: list[int] = []
+
+    def pick(sched, n):
+        asked.append(n)
+        return 0
+
+    m.sched.pick = pick
+    _points(m, 5)
+    assert m.sched.run() is None
+    assert asked and all(n > 1 for n in asked)
+    # always the first candidate: each CPU runs its points in one go, one CPU after another
+    ch = list(m.sched.choices)
+    assert sum(a != b for a, b in zip(ch, ch[1:])) == 3, ch
+
+
 def test_task_errors_surface_and_others_finish():
     m = Machine(3, seed=9, trace=False)
     done = []

@@ -327,13 +327,20 @@ def verify_signature_openssl(sig: Sigstruct) -> bool:
     OpenSSL's PKCS#1 v1.5 check also compares the whole encoding (padding, DigestInfo, digest);
     tests hold both functions to the same verdicts.
     """
-    invalid, padding, digest = _openssl_verify_args()
     n = sig.modulus_int
     s = sig.signature_int
     if n.bit_length() != 3072 or not (0 < s < n):
         return False
+    return _openssl_verdict(n, s, sig.signed_message)
+
+
+@lru_cache(maxsize=256)
+def _openssl_verdict(n: int, s: int, message: bytes) -> bool:
+    """The RSA check as a pure function of its inputs, remembered: a simulation campaign installs
+    the same few images thousands of times, and each check costs about 90 us."""
+    invalid, padding, digest = _openssl_verify_args()
     try:
-        _openssl_public_key(n).verify(s.to_bytes(RSA_KEY_BYTES, "big"), sig.signed_message, padding, digest)
+        _openssl_public_key(n).verify(s.to_bytes(RSA_KEY_BYTES, "big"), message, padding, digest)
     except (invalid, ValueError):
         return False
     return True

@@ -222,6 +222,9 @@ class SpinWord(WaitQueue):
             self.sched._contended.append(self)
 
 
+_NO_LIMIT = sys.maxsize  # `Scheduler._limit` when no slice, budget, timer or policy applies
+
+
 class Scheduler:
     """Seeded choice of which CPU runs next, at every preemption point."""
 
@@ -232,7 +235,6 @@ class Scheduler:
         # the draw is rng.randrange(n), made from getrandbits as random does it (see _draw)
         self._getrandbits = self.rng.getrandbits
         self.trace = Trace(enabled=trace)
-        self.max_steps = max_steps
         self.steps = 0
         self.choices = array("H")  # CPU id chosen at each step (mod 65536)
         self.policy = policy
@@ -246,17 +248,48 @@ class Scheduler:
         self.running = False
         self.paused = False
         self._slice_end: int | None = None
+        self._max_steps = max_steps
+        self._pick: Callable[[Scheduler, int], int] | None = None
+        self._limit = _NO_LIMIT  # see `_set_limit`
         self.aborting = False
         self.errors: list[tuple[Task, BaseException]] = []
         self.on_step: Callable[[Scheduler], None] | None = None  # invariant checks, fault timing
         self.on_idle: Callable[[Scheduler], bool] | None = None  # may inject work; True if it did
-        # Draw policy (tdxseam.sim.schedules): given n > 1 candidates (see `candidates()`), return
-        # the index to run. None is the seeded random draw, whose sequence it leaves untouched.
-        self.pick: Callable[[Scheduler, int], int] | None = None
         # tasks in `sleep_steps`: a heap of (step to wake at, order, task), and what they wait on
         self._timers: list[tuple[int, int, Task]] = []
         self._timer_order = 0
         self._timer_q = WaitQueue(self, "a delay")
+        self._set_limit()
+
+    @property
+    def max_steps(self) -> int | None:
+        """The step budget: a step past it raises StepBudgetExceeded (None: no budget)."""
+        return self._max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int | None) -> None:
+        self._max_steps = value
+        self._set_limit()
+
+    @property
+    def pick(self) -> Callable[[Scheduler, int], int] | None:
+        """Draw policy (tdxseam.sim.schedules): given n > 1 candidates (see `candidates()`), return
+        the index to run. None is the seeded random draw, whose sequence it leaves untouched."""
+        return self._pick
+
+    @pick.setter
+    def pick(self, value: Callable[[Scheduler, int], int] | None) -> None:
+        self._pick = value
+        self._set_limit()
+
+    def _set_limit(self) -> None:
+        """`_limit`: the first step at which a turn leaves `_reschedule`'s common path, where one
+        comparison stands for the slice's end, the budget, the next timer and a draw policy."""
+        lim = -1 if self._pick is not None else _NO_LIMIT
+        for end in (self._slice_end, self._max_steps, self._timers[0][0] if self._timers else None):
+            if end is not None and end < lim:
+                lim = end
+        self._limit = lim
 
     def reseed(self, seed: int) -> None:
         """Draw from now on as a scheduler seeded with `seed` would (a host loaded from a boot image)."""
@@ -377,14 +410,14 @@ class Scheduler:
                 if self.on_idle is not None and self.on_idle(self):
                     continue
                 return None
-            elif self.pick is None:
+            elif self._pick is None:
                 # random.Random._randbelow_with_getrandbits, inlined: the same draws
                 k = n.bit_length()
                 r = self._getrandbits(k)
                 while r >= n:
                     r = self._getrandbits(k)
             else:
-                r = self.pick(self, n)
+                r = self._pick(self, n)
                 if not 0 <= r < n:
                     raise SchedulerError(f"draw policy chose {r} of {n} candidates")
             if r < nr:
@@ -408,6 +441,7 @@ class Scheduler:
             t = heapq.heappop(timers)[2]
             if t.waiting_on is self._timer_q:  # not woken or killed meanwhile
                 self.unpark(t)
+        self._set_limit()
 
     def candidates(self) -> list[Task]:
         """The tasks the next draw chooses among, in draw-index order (for draw policies).
@@ -433,8 +467,8 @@ class Scheduler:
     def _step(self, t: Task) -> None:
         self.steps += 1
         self.choices.append(t.cpu.id & 0xFFFF)
-        if self.max_steps is not None and self.steps > self.max_steps:
-            raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
+        if self._max_steps is not None and self.steps > self._max_steps:
+            raise StepBudgetExceeded(f"more than {self._max_steps} scheduler steps")
         if self.on_step is not None:
             self.on_step(self)
 
@@ -450,33 +484,26 @@ class Scheduler:
         The draws, steps, step hooks, pauses and budget end are the same as with the switch."""
         me = self.current
         while True:
-            if self._slice_end is not None and self.steps >= self._slice_end:
-                self._main.switch()  # `run` pauses; it draws again when the run goes on
-                break
-            if self._timers and self._timers[0][0] <= self.steps:
-                self._wake_timers(self.steps)  # delays that end now: candidates of this draw
             runnable = self._runnable
             n = len(runnable)
-            if n == 1 and not self._contended:
-                nxt = runnable[0]  # the only candidate: `_draw` makes no choice either
-            elif n > 1 and self.pick is None and not self._contended:
-                # the common draw, as `_draw` makes it: a random pick among runnable tasks only
-                k = n.bit_length()
-                r = self._getrandbits(k)
-                while r >= n:
-                    r = self._getrandbits(k)
-                nxt = runnable[r]
-            else:
-                nxt = self._draw()
+            if self.steps >= self._limit or self._contended or not n:
+                nxt = self._turn()
                 if nxt is None:
-                    self._main.switch()  # main sees no runnable task: done or deadlocked
-                    break
-            self.steps = steps = self.steps + 1
-            self.choices.append(nxt.cpu.id & 0xFFFF)
-            if self.max_steps is not None and steps > self.max_steps:
-                raise StepBudgetExceeded(f"more than {self.max_steps} scheduler steps")
-            if self.on_step is not None:
-                self.on_step(self)
+                    break  # `run` had the processor: a pause, or nothing left to draw
+            else:
+                if n == 1:
+                    nxt = runnable[0]  # the only candidate: `_draw` makes no choice either
+                else:
+                    # the common draw, as `_draw` makes it: a random pick among runnable tasks only
+                    k = n.bit_length()
+                    r = self._getrandbits(k)
+                    while r >= n:
+                        r = self._getrandbits(k)
+                    nxt = runnable[r]
+                self.steps += 1  # `_step`, written out (no budget or slice ends before `_limit`)
+                self.choices.append(nxt.cpu.id & 0xFFFF)
+                if self.on_step is not None:
+                    self.on_step(self)
             if nxt is me:
                 break
             self.current = nxt
@@ -491,6 +518,22 @@ class Scheduler:
                 return
             self._pass_point(nxt)
         self.current = me  # (it may have stood for a task whose points were passed)
+
+    def _turn(self) -> Task | None:
+        """One turn of `_reschedule` off its common path: the slice's end (back to `run`), delays
+        that end now, contended lock words, a draw policy, the budget. The task drawn and
+        stepped, or None once `run` has had the processor back."""
+        if self._slice_end is not None and self.steps >= self._slice_end:
+            self._main.switch()  # `run` pauses; it draws again when the run goes on
+            return None
+        if self._timers and self._timers[0][0] <= self.steps:
+            self._wake_timers(self.steps)  # delays that end now: candidates of this draw
+        nxt = self._draw()
+        if nxt is None:
+            self._main.switch()  # main sees no runnable task: done or deadlocked
+            return None
+        self._step(nxt)
+        return nxt
 
     def _pass_point(self, t: Task) -> None:
         """Pass `t`'s next bare preemption point for it, as it would itself after being drawn:
@@ -584,6 +627,7 @@ class Scheduler:
             return
         heapq.heappush(self._timers, (self.steps + n * len(self._runnable), self._timer_order, t))
         self._timer_order += 1
+        self._set_limit()
         self.park(self._timer_q, "the end of a delay", "sleep_steps", sleeping=True)
 
     def unpark(self, t: Task) -> None:
@@ -627,6 +671,7 @@ class Scheduler:
             self.deadlock = None  # a new run reports its own ending, not an earlier run's
         self.paused = False
         self._slice_end = None if slice_steps is None else self.steps + slice_steps
+        self._set_limit()
         self._main = greenlet.getcurrent()
         for t in self._tasks:
             if not t.done:
@@ -664,6 +709,7 @@ class Scheduler:
             self.running = False
             self.current = None
             self._slice_end = None
+            self._set_limit()
             if not self.paused:
                 self._start = None
                 self._kill_all()
@@ -698,6 +744,7 @@ class Scheduler:
         self._runnable.clear()
         self._contended.clear()
         self._timers.clear()
+        self._set_limit()
 
     def schedule_digest(self) -> str:
         """A short fingerprint of the interleaving: the CPU drawn at every step."""

@@ -317,6 +317,7 @@ class Monitor:
         self.k.update_watch = self._arm
         self._set_online = self.m.set_cpu_online
         self.m.set_cpu_online = self._set_cpu_online
+        self._online_now = self._online_ids()  # kept by `_set_cpu_online`, the one place it changes
         self._arm()
         # kmemleak and failslab in one: who allocated each host page still held, and an
         # allocation failure armed for one upload's write()
@@ -479,6 +480,7 @@ class Monitor:
 
     def _set_cpu_online(self, cpu: Cpu, online: bool) -> None:
         self._set_online(cpu, online)
+        self._online_now = self._online_ids()
         self._arm()
 
     def on_step(self, sched: Scheduler) -> None:
@@ -513,6 +515,10 @@ class Monitor:
                                            f"{_cpus(rec.online_at_ctrl)} -> {_cpus(now)}", once_per=rec.start_step)
 
     def _online(self) -> tuple[int, ...]:
+        """The online CPUs' ids, as the machine has them now."""
+        return self._online_now
+
+    def _online_ids(self) -> tuple[int, ...]:
         return tuple([c.id for c in self.m.cpus if c.online])
 
     def _lockstep_start(self, rec: UpdateRecord) -> None:
