@@ -116,12 +116,7 @@ class Cpu:
 
     def preempt_point(self) -> None:
         """Let other CPUs run; take pending interrupts if this CPU has them enabled."""
-        sched = self.sched
-        if sched.running:  # `Scheduler.preempt`, written out: the commonest point of all
-            t = sched.current
-            if t is not None and len(t.cpu.runqueue) > 1:
-                sched._maybe_resched(t)
-            sched._reschedule()
+        self.sched.preempt()
         if self.pending_nmis:
             self.machine.irq.deliver_nmi(self)
         if self.irq_enabled and self.pending_irqs:

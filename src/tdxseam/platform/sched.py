@@ -250,7 +250,7 @@ class Scheduler:
         self._slice_end: int | None = None
         self._max_steps = max_steps
         self._pick: Callable[[Scheduler, int], int] | None = None
-        self._limit = _NO_LIMIT  # see `_set_limit`
+        self._limit = _NO_LIMIT  # see `_set_limit`; made again when a run starts
         self.aborting = False
         self.errors: list[tuple[Task, BaseException]] = []
         self.on_step: Callable[[Scheduler], None] | None = None  # invariant checks, fault timing
@@ -259,7 +259,6 @@ class Scheduler:
         self._timers: list[tuple[int, int, Task]] = []
         self._timer_order = 0
         self._timer_q = WaitQueue(self, "a delay")
-        self._set_limit()
 
     @property
     def max_steps(self) -> int | None:
@@ -284,7 +283,9 @@ class Scheduler:
 
     def _set_limit(self) -> None:
         """`_limit`: the first step at which a turn leaves `_reschedule`'s common path, where one
-        comparison stands for the slice's end, the budget, the next timer and a draw policy."""
+        comparison stands for the slice's end, the budget, the next timer and a draw policy.
+        Made when a run starts and again whenever one of them changes (the two setters, a timer
+        pushed or popped: a popped one would otherwise send every later turn the long way)."""
         lim = -1 if self._pick is not None else _NO_LIMIT
         for end in (self._slice_end, self._max_steps, self._timers[0][0] if self._timers else None):
             if end is not None and end < lim:
@@ -526,9 +527,7 @@ class Scheduler:
         if self._slice_end is not None and self.steps >= self._slice_end:
             self._main.switch()  # `run` pauses; it draws again when the run goes on
             return None
-        if self._timers and self._timers[0][0] <= self.steps:
-            self._wake_timers(self.steps)  # delays that end now: candidates of this draw
-        nxt = self._draw()
+        nxt = self._draw()  # (it wakes the delays that end now first)
         if nxt is None:
             self._main.switch()  # main sees no runnable task: done or deadlocked
             return None
@@ -709,7 +708,6 @@ class Scheduler:
             self.running = False
             self.current = None
             self._slice_end = None
-            self._set_limit()
             if not self.paused:
                 self._start = None
                 self._kill_all()
@@ -744,7 +742,6 @@ class Scheduler:
         self._runnable.clear()
         self._contended.clear()
         self._timers.clear()
-        self._set_limit()
 
     def schedule_digest(self) -> str:
         """A short fingerprint of the interleaving: the CPU drawn at every step."""
