@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tdxseam.host import EmulatedHost
-from tdxseam.kernel.kcsan import kcsan_access
+from tdxseam.kernel.kcsan import SharedField, kcsan_access
 from tdxseam.kernel.locks import RawSpinlock, raw_spin_lock, raw_spin_unlock
+
+COUNT = SharedField("ctl", "count")
 
 
 def _two_cpus(first: dict, second: dict, *, lock_first: bool, lock_second: bool) -> list:
@@ -18,7 +20,7 @@ def _two_cpus(first: dict, second: dict, *, lock_first: bool, lock_second: bool)
     def access(kw: dict, locked: bool) -> None:
         if locked:
             raw_spin_lock(lock)
-        kcsan_access(k, "ctl", "count", **kw)
+        kcsan_access(k, COUNT, **kw)
         if locked:
             raw_spin_unlock(lock)
 
@@ -47,8 +49,8 @@ def test_race_rule(first, second, locks, race):
 def test_same_cpu_never_races_with_itself_and_off_means_off():
     h = EmulatedHost(1, seed=0, trace=False)
     k = h.kernel
-    h.run_on(0, lambda: kcsan_access(k, "ctl", "count", write=True))
+    h.run_on(0, lambda: kcsan_access(k, COUNT, write=True))
     assert k.kcsan.accesses == 0  # not enabled: nothing recorded
     k.kcsan.enable()
-    h.run_on(0, lambda: [kcsan_access(k, "ctl", "count", write=w) for w in (True, False, True)])
+    h.run_on(0, lambda: [kcsan_access(k, COUNT, write=w) for w in (True, False, True)])
     assert k.kcsan.reports == [] and k.kcsan.accesses == 3

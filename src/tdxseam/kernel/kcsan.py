@@ -1,7 +1,7 @@
 """A data-race detector for shared kernel data, in the spirit of KCSAN (with a lockset rule).
 
-Kernel code that touches a shared field calls `kcsan_access(k, obj, field, write=..., marked=...)`
-(`marked` for READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks
+Kernel code names each shared field once (`SharedField("update_ctrl", "num_ack")`) and calls
+`kcsan_access(k, field, write=..., marked=...)` at every access (`marked` for READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks
 that CPU holds. Two accesses to the same field race when they come from different CPUs, at least
 one writes, at least one is plain (unmarked), and the two locksets have no lock in common; the
 first such pair per field is reported, naming both CPUs, sites and locksets.
@@ -21,6 +21,23 @@ from tdxseam.platform.sched import Site
 
 if TYPE_CHECKING:
     from tdxseam.kernel.kernel import Kernel
+
+
+class SharedField:
+    """A shared kernel field the detector watches, named once where the kernel declares it: an
+    access finds the field's records by this object's identity, with no name to build or hash."""
+
+    __slots__ = ("obj", "name")
+
+    def __init__(self, obj: str, name: str) -> None:
+        self.obj = obj
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"{self.obj}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"SharedField({self.obj!r}, {self.name!r})"
 
 
 @dataclass(frozen=True)
@@ -55,9 +72,9 @@ class Kcsan:
     preempt: bool = False
     reports: list[RaceReport] = field(default_factory=list)
     accesses: int = 0
-    # per field, for writes and for reads: the two latest accesses from distinct CPUs
-    _last: dict[str, dict[bool, list[tuple]]] = field(default_factory=dict)
-    _reported: set[str] = field(default_factory=set)
+    # per field, (reads, writes): each the two latest accesses of that kind from distinct CPUs
+    _last: dict[SharedField, tuple[list[tuple], list[tuple]]] = field(default_factory=dict)
+    _reported: set[SharedField] = field(default_factory=set)
 
     def enable(self, *, preempt: bool = False) -> None:
         self.enabled = True
@@ -65,16 +82,16 @@ class Kcsan:
 
     def forget(self, obj: str) -> None:
         """A new object under this name (e.g. the next update's control data): start afresh."""
-        for key in [k for k in self._last if k.startswith(obj + ".")]:
-            del self._last[key]
+        for fld in [f for f in self._last if f.obj == obj]:
+            del self._last[fld]
 
 
 def _site(code, lasti: int) -> str:
     return str(Site(code, lasti))
 
 
-def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = False) -> None:
-    """Record one access of `obj.name` by the running CPU (see the module docstring)."""
+def kcsan_access(k: Kernel, fld: SharedField, *, write: bool, marked: bool = False) -> None:
+    """Record one access of `fld` by the running CPU (see the module docstring)."""
     kc = k.kcsan
     if not kc.enabled:
         return
@@ -82,51 +99,51 @@ def kcsan_access(k: Kernel, obj: str, name: str, *, write: bool, marked: bool = 
     if kc.preempt and not marked:  # only a plain access can be half of a race
         cpu.preempt_point()
     kc.accesses += 1
-    key = obj + "." + name
     cid = cpu.id
     locks = k.lockdep.held_names.get(cid, _NO_LOCKS)  # the names of the raw spinlocks it holds
-    last = kc._last.get(key)
-    if last is None:
-        last = kc._last[key] = {True: [], False: []}
+    shadow = kc._last.get(fld)
+    if shadow is None:
+        shadow = kc._last[fld] = ([], [])
     # records are plain tuples (cpu, marked, locks, code, instruction offset): Access objects and
     # site strings are made only for a report
-    if key not in kc._reported:
+    if fld not in kc._reported:
         # the two most recent accesses of each kind from distinct CPUs: O(1) per access however
         # many CPUs there are (KCSAN, too, only sees accesses that meet in time); a read races
         # only with writes, a write with both
-        for prev in last[True]:
+        for prev in shadow[1]:
             if prev[0] != cid and not (prev[1] and marked) and prev[2].isdisjoint(locks):
-                _report(k, kc, key, prev, True, cid, write, marked, locks)
+                _report(k, kc, fld, prev, True, cid, write, marked, locks)
                 break
         else:
             if write:
-                for prev in last[False]:
+                for prev in shadow[0]:
                     if prev[0] != cid and not (prev[1] and marked) and prev[2].isdisjoint(locks):
-                        _report(k, kc, key, prev, False, cid, write, marked, locks)
+                        _report(k, kc, fld, prev, False, cid, write, marked, locks)
                         break
-    recent = last[write]
+    recent = shadow[write]
     if recent:
         r0 = recent[0]
-        if r0[0] == cid and r0[1] == marked and r0[2] == locks:
-            return  # the same kind of access from here again: the record stands
+        if r0[0] == cid:
+            if r0[1] == marked and r0[2] == locks:
+                return  # the same kind of access from here again: the record stands
+            f = sys._getframe(1)
+            recent[0] = (cid, marked, locks, f.f_code, f.f_lasti)
+            return
+        f = sys._getframe(1)
+        recent[:] = ((cid, marked, locks, f.f_code, f.f_lasti), r0)
+        return
     f = sys._getframe(1)
-    rec = (cid, marked, locks, f.f_code, f.f_lasti)
-    if not recent:
-        last[write] = [rec]
-    elif recent[0][0] == cid:
-        recent[0] = rec
-    else:
-        last[write] = [rec, recent[0]]
+    recent.append((cid, marked, locks, f.f_code, f.f_lasti))
 
 
-def _report(k: Kernel, kc: Kcsan, key: str, prev: tuple, w: bool, cid: int, write: bool, marked: bool,
+def _report(k: Kernel, kc: Kcsan, fld: SharedField, prev: tuple, w: bool, cid: int, write: bool, marked: bool,
             locks: frozenset[str]) -> None:
     """Report this access (in kcsan_access's caller) racing with `prev`, an earlier one of kind `w`."""
     f = sys._getframe(2)
     first = Access(prev[0], w, prev[1], prev[2], _site(prev[3], prev[4]))
     second = Access(cid, write, marked, locks, _site(f.f_code, f.f_lasti))
-    kc._reported.add(key)
-    kc.reports.append(RaceReport(key, first, second))
+    kc._reported.add(fld)
+    kc.reports.append(RaceReport(str(fld), first, second))
     k.printk(40, f"BUG: KCSAN: {kc.reports[-1].message}")
 
 

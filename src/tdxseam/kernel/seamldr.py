@@ -21,7 +21,7 @@ from tdxseam.formats.page import PAGE_SIZE
 from tdxseam.formats.leaves import SeamldrLeaf
 from tdxseam.formats.seamldr_params import SEAMLDR_SCENARIO_UPDATE, SeamldrParams
 from tdxseam.formats.seamldr_info import SEAMLDR_INFO_ALIGN, SEAMLDR_INFO_SIZE, SeamldrInfo
-from tdxseam.kernel.kcsan import kcsan_access
+from tdxseam.kernel.kcsan import SharedField, kcsan_access
 from tdxseam.kernel.locks import (
     RawSpinlock,
     raw_spin_lock,
@@ -128,6 +128,12 @@ class UpdateCtrl:
     left: list[int] = field(default_factory=list)
 
 
+# the fields of UpdateCtrl that CPUs share without always holding its lock, for the race detector
+UPDATE_CTRL_STATE = SharedField("update_ctrl", "state")
+UPDATE_CTRL_NUM_ACK = SharedField("update_ctrl", "num_ack")
+UPDATE_CTRL_NUM_FAILED = SharedField("update_ctrl", "num_failed")
+
+
 @dataclass
 class InstallParams:
     params_pa: int
@@ -203,12 +209,12 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
         raw_spin_lock(ctrl.lock)
     try:
         if result and "no-abort" not in k.mutations:
-            kcsan_access(k, "update_ctrl", "num_failed", write=False)
-            kcsan_access(k, "update_ctrl", "num_failed", write=True, marked=True)
+            kcsan_access(k, UPDATE_CTRL_NUM_FAILED, write=False)
+            kcsan_access(k, UPDATE_CTRL_NUM_FAILED, write=True, marked=True)
             ctrl.num_failed += 1
-        kcsan_access(k, "update_ctrl", "num_ack", write=False)
+        kcsan_access(k, UPDATE_CTRL_NUM_ACK, write=False)
         num_ack = ctrl.num_ack + 1
-        kcsan_access(k, "update_ctrl", "num_ack", write=True)
+        kcsan_access(k, UPDATE_CTRL_NUM_ACK, write=True)
         ctrl.num_ack = num_ack
         ctrl.log.append((k.smp_processor_id(), ctrl.state, "ack", result))
         _changed(k)
@@ -218,9 +224,9 @@ def ack_state(k: Kernel, ctrl: UpdateCtrl, result: int) -> None:
                            {"state": state, "acked": ctrl.num_ack, "failed": ctrl.num_failed,
                             "cpus": ctrl.num_cpus, "ret": result})
         if ctrl.num_ack == ctrl.num_cpus and ctrl.num_failed == 0:
-            kcsan_access(k, "update_ctrl", "num_ack", write=True)
+            kcsan_access(k, UPDATE_CTRL_NUM_ACK, write=True)
             ctrl.num_ack = 0
-            kcsan_access(k, "update_ctrl", "state", write=True, marked=True)
+            kcsan_access(k, UPDATE_CTRL_STATE, write=True, marked=True)
             ctrl.state += 1  # after DONE it becomes 6, which nobody reads
             _changed(k)
             ctrl.wq.notify_all()
@@ -256,7 +262,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
     ctrl.entered.append(cpu.id)
     _changed(k)
     while True:
-        kcsan_access(k, "update_ctrl", "state", write=False, marked=True)  # READ_ONCE
+        kcsan_access(k, UPDATE_CTRL_STATE, write=False, marked=True)  # READ_ONCE
         newstate = ctrl.state
         if newstate != curstate:
             curstate = _update_state(newstate)
@@ -276,7 +282,7 @@ def do_seamldr_install_module(k: Kernel, ctrl: UpdateCtrl, params: InstallParams
             # cpu_relax(): parked until the state moves or a CPU fails
             cpu.spin_until(ctrl.wq, lambda: ctrl.state != curstate or (abort and ctrl.num_failed != 0),
                            "module update state")
-        kcsan_access(k, "update_ctrl", "num_failed", write=False, marked=True)  # READ_ONCE
+        kcsan_access(k, UPDATE_CTRL_NUM_FAILED, write=False, marked=True)  # READ_ONCE
         if curstate == MODULE_UPDATE_DONE or (abort and ctrl.num_failed):
             ctrl.left.append(cpu.id)
             _changed(k)

@@ -80,9 +80,12 @@ def _image(host: EmulatedHost) -> tuple[bytes, list]:
 
 def _load(data: bytes, shared: list) -> EmulatedHost:
     """A host from its image: the pickle, with the shared objects its persistent ids name."""
-    u = pickle.Unpickler(io.BytesIO(data))
-    u.persistent_load = shared.__getitem__  # a C call per shared object
-    return u.load()
+    class Loader(pickle.Unpickler):
+        # a C call per shared object; a class attribute, since Python 3.13 made the instance's
+        # `persistent_load` read-only
+        persistent_load = staticmethod(shared.__getitem__)
+
+    return Loader(io.BytesIO(data)).load()
 
 
 def _immutable(obj: Any) -> bool:
