@@ -36,7 +36,8 @@ BOOT_SEED = 0
 # Images kept per process (oldest dropped first): a campaign meets a few dozen shapes.
 MAX_IMAGES = 64
 
-_images: dict[tuple, tuple[bytes, list]] = {}  # shape -> (pickle, its shared immutable objects)
+# shape -> (pickle, the Unpickler class that gives its loads the image's shared immutable objects)
+_images: dict[tuple, tuple[bytes, type[pickle.Unpickler]]] = {}
 
 
 def booted_host(cpus: int, *, seed: int, module: Any, seamldr: Any, mutations: frozenset[str] = frozenset(),
@@ -66,26 +67,32 @@ def _boot(cpus: int, module: Any, seamldr: Any, mutations: frozenset[str], kerne
                         trace=trace, kernel=kernel, sockets=sockets)
 
 
-def _image(host: EmulatedHost) -> tuple[bytes, list]:
+def _image(host: EmulatedHost) -> tuple[bytes, type[pickle.Unpickler]]:
     """The booted host pickled, without its RNGs: every load is reseeded (and an RNG's state is
-    most of what a load would otherwise rebuild). With it, the immutable objects every load shares."""
+    most of what a load would otherwise rebuild). With it, the loader of the immutable objects
+    every load shares."""
     host.machine.sched.rng = None
     host.machine.mem._rng = None
     host.pseamldr._rng = None
     buf = io.BytesIO()
     shared: list = []
     _ImagePickler(buf, shared).dump(host)
-    return buf.getvalue(), shared
+    return buf.getvalue(), _loader(shared)
 
 
-def _load(data: bytes, shared: list) -> EmulatedHost:
-    """A host from its image: the pickle, with the shared objects its persistent ids name."""
+def _loader(shared: list) -> type[pickle.Unpickler]:
+    """An Unpickler whose persistent ids name `shared`'s objects, a C call each. Made once per
+    image, as a class: Python 3.13 made an instance's `persistent_load` read-only."""
+
     class Loader(pickle.Unpickler):
-        # a C call per shared object; a class attribute, since Python 3.13 made the instance's
-        # `persistent_load` read-only
         persistent_load = staticmethod(shared.__getitem__)
 
-    return Loader(io.BytesIO(data)).load()
+    return Loader
+
+
+def _load(data: bytes, loader: type[pickle.Unpickler]) -> EmulatedHost:
+    """A host from its image: the pickle, with the shared objects its persistent ids name."""
+    return loader(io.BytesIO(data)).load()
 
 
 def _immutable(obj: Any) -> bool:
