@@ -138,3 +138,23 @@ def test_only_frozen_objects_with_an_immutable_graph_are_shared():
     assert not boot_image._immutable((1, [2]))  # a list inside a tuple
     assert not boot_image._immutable(replace(build, seamdb_capacity=[64]))  # a frozen object holding a list
     assert not boot_image._immutable(_shape(1).machine.cpus[0])  # a model object that is not frozen
+
+
+def test_loads_where_an_unpicklers_persistent_load_is_read_only(monkeypatch):
+    """Python 3.13 made an Unpickler instance's `persistent_load` read-only: the image's loader
+    must supply it from its class. Here 3.11 is made as strict, so the old way fails."""
+    import pickle
+
+    class Strict(pickle.Unpickler):
+        def __setattr__(self, name: str, value) -> None:
+            if name == "persistent_load":
+                raise AttributeError("attribute 'persistent_load' is read-only (as on Python 3.13)")
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(pickle, "Unpickler", Strict)
+    boot_image.clear()
+    try:
+        a, b = _shape(1), _shape(1)  # both loaded from the image the first call made
+    finally:
+        boot_image.clear()  # no image of this test's making outlives it
+    assert a is not b and a.kernel.profile is b.kernel.profile  # shared, through persistent_load
