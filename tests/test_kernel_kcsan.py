@@ -54,3 +54,12 @@ def test_same_cpu_never_races_with_itself_and_off_means_off():
     k.kcsan.enable()
     h.run_on(0, lambda: [kcsan_access(k, COUNT, write=w) for w in (True, False, True)])
     assert k.kcsan.reports == [] and k.kcsan.accesses == 3
+
+
+def test_a_field_is_one_object_per_name_even_through_pickle():
+    """Records are found by the field object: a pickled host's must still match the kernel's."""
+    import pickle
+
+    assert SharedField("ctl", "count") is COUNT
+    assert pickle.loads(pickle.dumps(COUNT)) is COUNT
+    assert SharedField("ctl", "other") is not COUNT and str(COUNT) == "ctl.count"

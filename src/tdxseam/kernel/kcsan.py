@@ -1,8 +1,8 @@
 """A data-race detector for shared kernel data, in the spirit of KCSAN (with a lockset rule).
 
 Kernel code names each shared field once (`SharedField("update_ctrl", "num_ack")`) and calls
-`kcsan_access(k, field, write=..., marked=...)` at every access (`marked` for READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks
-that CPU holds. Two accesses to the same field race when they come from different CPUs, at least
+`kcsan_access(k, field, write=..., marked=...)` at every access (`marked` for
+READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks that CPU holds. Two accesses to the same field race when they come from different CPUs, at least
 one writes, at least one is plain (unmarked), and the two locksets have no lock in common; the
 first such pair per field is reported, naming both CPUs, sites and locksets.
 
@@ -25,13 +25,22 @@ if TYPE_CHECKING:
 
 class SharedField:
     """A shared kernel field the detector watches, named once where the kernel declares it: an
-    access finds the field's records by this object's identity, with no name to build or hash."""
+    access finds the field's records by this object's identity, with no name to build or hash.
+    One object per name (a pickled host's records still find theirs when loaded)."""
 
     __slots__ = ("obj", "name")
+    _declared: dict[tuple[str, str], SharedField] = {}
 
-    def __init__(self, obj: str, name: str) -> None:
-        self.obj = obj
-        self.name = name
+    def __new__(cls, obj: str, name: str) -> SharedField:
+        fld = cls._declared.get((obj, name))
+        if fld is None:
+            fld = cls._declared[(obj, name)] = super().__new__(cls)
+            fld.obj = obj
+            fld.name = name
+        return fld
+
+    def __reduce__(self) -> tuple:
+        return (SharedField, (self.obj, self.name))
 
     def __str__(self) -> str:
         return f"{self.obj}.{self.name}"
