@@ -362,6 +362,17 @@ def test_a_slice_pauses_at_its_step_and_the_run_goes_on_with_the_same_draws():
     assert list(m.sched.choices) == list(whole.sched.choices)
 
 
+def _spawn_workers(m: Machine, points: int) -> None:
+    """A task on every CPU but the first that passes `points` preemption points."""
+
+    def worker():
+        for _ in range(points):
+            m.current_cpu().preempt_point()
+
+    for c in m.cpus[1:]:
+        m.sched.spawn(c, worker)
+
+
 def test_a_delay_ends_at_its_step_while_every_draw_takes_the_common_path():
     """Nothing contends and no policy is set, so only `_limit` brings the draw to the timer."""
     m = Machine(3, seed=5, trace=False)
@@ -371,13 +382,8 @@ def test_a_delay_ends_at_its_step_while_every_draw_takes_the_common_path():
         m.current_cpu().delay(10)
         woke.append((m.sched.steps, ends))
 
-    def worker():
-        for _ in range(200):
-            m.current_cpu().preempt_point()
-
     m.sched.spawn(m.cpus[0], delayer)
-    for c in m.cpus[1:]:
-        m.sched.spawn(c, worker)
+    _spawn_workers(m, 200)
     ends = 0
     orig = m.sched.sleep_steps
 
@@ -536,13 +542,8 @@ def test_a_delay_sleeps_while_the_others_take_its_steps_times_the_runnable_tasks
         m.current_cpu().delay(10)
         woke.append(m.sched.steps - start)
 
-    def worker():
-        for _ in range(100):
-            m.current_cpu().preempt_point()
-
     m.sched.spawn(m.cpus[0], delayer)
-    for c in m.cpus[1:]:
-        m.sched.spawn(c, worker)
+    _spawn_workers(m, 100)
     assert m.sched.run() is None
     # the delay began with 4 tasks runnable: it is runnable again 40 steps on, then drawn among 4
     assert 41 <= woke[0] <= 60, woke

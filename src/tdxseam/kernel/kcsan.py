@@ -2,9 +2,10 @@
 
 Kernel code names each shared field once (`SharedField("update_ctrl", "num_ack")`) and calls
 `kcsan_access(k, field, write=..., marked=...)` at every access (`marked` for
-READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks that CPU holds. Two accesses to the same field race when they come from different CPUs, at least
-one writes, at least one is plain (unmarked), and the two locksets have no lock in common; the
-first such pair per field is reported, naming both CPUs, sites and locksets.
+READ_ONCE/WRITE_ONCE). Each access is recorded with its CPU and the raw spinlocks that CPU holds.
+Two accesses to the same field race when they come from different CPUs, at least one writes, at
+least one is plain (unmarked), and the two locksets have no lock in common; the first such pair
+per field is reported, naming both CPUs, sites and locksets.
 
 The detector is off until `enable()` (the simulator turns it on); when `preempt` is set, every
 recorded access is also a preemption point, so a schedule can interleave CPUs between a plain
@@ -130,19 +131,17 @@ def kcsan_access(k: Kernel, fld: SharedField, *, write: bool, marked: bool = Fal
                         _report(k, kc, fld, prev, False, cid, write, marked, locks)
                         break
     recent = shadow[write]
-    if recent:
-        r0 = recent[0]
-        if r0[0] == cid:
-            if r0[1] == marked and r0[2] == locks:
-                return  # the same kind of access from here again: the record stands
-            f = sys._getframe(1)
-            recent[0] = (cid, marked, locks, f.f_code, f.f_lasti)
-            return
-        f = sys._getframe(1)
-        recent[:] = ((cid, marked, locks, f.f_code, f.f_lasti), r0)
-        return
+    r0 = recent[0] if recent else None
+    if r0 is not None and r0[0] == cid and r0[1] == marked and r0[2] == locks:
+        return  # the same kind of access from here again: the record stands
     f = sys._getframe(1)
-    recent.append((cid, marked, locks, f.f_code, f.f_lasti))
+    rec = (cid, marked, locks, f.f_code, f.f_lasti)
+    if r0 is None:
+        recent.append(rec)
+    elif r0[0] == cid:
+        recent[0] = rec
+    else:
+        recent[:] = (rec, r0)
 
 
 def _report(k: Kernel, kc: Kcsan, fld: SharedField, prev: tuple, w: bool, cid: int, write: bool, marked: bool,
